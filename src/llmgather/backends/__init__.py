@@ -1,0 +1,23 @@
+"""Backends: one small protocol, and the choice of backend for a model."""
+
+from __future__ import annotations
+
+from llmgather.backends.base import Backend
+from llmgather.backends.function import FunctionBackend
+from llmgather.backends.openai import ROUTE_PREFIXES, OpenAIBackend
+
+
+def uses_native_backend(model: str, api_base: str | None) -> bool:
+    """`openai/...`, a bare model name, and any model with an explicit api base go the native way."""
+    return api_base is not None or model.startswith(ROUTE_PREFIXES) or "/" not in model
+
+
+def make_backend(model: str, *, api_base: str | None, api_key: str | None, max_connections: int) -> Backend:
+    if uses_native_backend(model, api_base):
+        return OpenAIBackend(model, api_base=api_base, api_key=api_key, max_connections=max_connections)
+    from llmgather.backends.litellm import LiteLLMBackend
+
+    return LiteLLMBackend(model, api_key=api_key)
+
+
+__all__ = ["Backend", "FunctionBackend", "OpenAIBackend", "make_backend", "uses_native_backend"]

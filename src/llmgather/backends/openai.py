@@ -1,0 +1,141 @@
+"""Native OpenAI-compatible chat completions over aiohttp: OpenAI, vLLM, Ollama, llama.cpp, and the rest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from llmgather.errors import ConnectError, RequestError, ServerError, error_for_status
+from llmgather.retry import parse_retry_after
+from llmgather.types import Request, Response, Usage
+
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+# LiteLLM's spelling of "an OpenAI-compatible endpoint"; the provider itself never sees these prefixes.
+ROUTE_PREFIXES = ("openai/", "hosted_vllm/")
+
+
+def provider_model_name(model: str) -> str:
+    for prefix in ROUTE_PREFIXES:
+        if model.startswith(prefix):
+            return model[len(prefix) :]
+    return model
+
+
+class OpenAIBackend:
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        self.model = provider_model_name(model)
+        self.endpoint = (api_base or DEFAULT_API_BASE).rstrip("/")
+        self._url = self.endpoint + "/chat/completions"
+        self._api_key = api_key
+        self._headers = {"Content-Type": "application/json", "User-Agent": "llmgather"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Sized to the run's concurrency: aiohttp's default pool silently caps a run at 100 connections.
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
+        # The engine times each attempt itself; here only "no timeout", so aiohttp's 300 s default
+        # (rounded up to whole seconds) never cuts in first.
+        timeout = aiohttp.ClientTimeout(total=None, ceil_threshold=3600)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        return self._session
+
+    async def send(self, request: Request) -> Response:
+        session = self._session or self._open()
+        body = {"model": self.model, "messages": request.messages, **request.params}
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            async with session.post(self._url, data=payload, headers=self._headers) as resp:
+                if resp.status != 200:
+                    raise self._error(resp.status, await resp.read(), resp.headers)
+                if body.get("stream"):
+                    return await _read_stream(resp)
+                return _parse_completion(await resp.read(), resp.headers)
+        except aiohttp.ClientResponseError as exc:
+            raise error_for_status(exc.status, self._redact(exc.message)) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise ConnectError(f"{type(exc).__name__}: {self._redact(str(exc))}") from exc
+
+    def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> RequestError:
+        message, code = _error_details(raw)
+        return error_for_status(status, self._redact(message), code=code, retry_after=parse_retry_after(headers))
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _error_details(raw: bytes) -> tuple[str, str | None]:
+    try:
+        error = json.loads(raw)["error"]
+        if isinstance(error, str):
+            return error, None
+        code = error.get("code") or error.get("type")
+        return str(error.get("message") or code or "error"), (str(code) if code else None)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return raw[:500].decode("utf-8", "replace") or "empty answer", None
+
+
+def _parse_completion(raw: bytes, headers: Mapping[str, str]) -> Response:
+    try:
+        data = json.loads(raw)
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ServerError(f"malformed completion: {raw[:200]!r}") from exc
+    return Response(
+        content=message.get("content"),
+        usage=_usage(data.get("usage")),
+        finish_reason=choice.get("finish_reason"),
+        headers=headers,
+    )
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt = int(raw.get("prompt_tokens") or 0)
+    completion = int(raw.get("completion_tokens") or 0)
+    return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
+
+
+async def _read_stream(resp: aiohttp.ClientResponse) -> Response:
+    """Assemble a server-sent-event stream of chunks into one answer."""
+    parts: list[str] = []
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    async for line in resp.content:
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise ServerError(f"malformed stream chunk: {data[:200]!r}") from exc
+        usage = _usage(chunk.get("usage")) or usage
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                parts.append(delta["content"])
+            finish_reason = choice.get("finish_reason") or finish_reason
+    else:
+        raise ConnectError("stream ended before [DONE]")
+    return Response(content="".join(parts), usage=usage, finish_reason=finish_reason, headers=resp.headers)

@@ -1,0 +1,174 @@
+"""The Python API: `Client` for many tasks sharing one set of limits, and `gather`/`run` for batches."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from llmgather.backends import Backend, make_backend, uses_native_backend
+from llmgather.engine import Engine, EngineStats
+from llmgather.errors import InputError, RequestError
+from llmgather.io.reader import request_from_record, requests_from
+from llmgather.limits import Limits
+from llmgather.pricing import cost_function
+from llmgather.retry import RetryPolicy
+from llmgather.types import Message, Request, Result
+
+Prompt = str | dict[str, Any] | Request
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Everything needed to drive one model at one endpoint."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    limits: Limits = field(default_factory=Limits)
+    timeout_s: float = 120.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def build(
+        cls,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        concurrency: int = 50,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 5,
+        deadline: float | None = 600.0,
+    ) -> ModelConfig:
+        if api_key is None:
+            env = api_key_env or (DEFAULT_KEY_ENV if uses_native_backend(model, api_base) else None)
+            api_key = os.environ.get(env) if env else None
+        return cls(
+            model=model,
+            api_base=api_base,
+            api_key=api_key,
+            limits=Limits(concurrency=concurrency, rpm=rpm, tpm=tpm),
+            timeout_s=timeout,
+            retry=RetryPolicy(max_retries=max_retries, deadline_s=deadline),
+        )
+
+    def engine(self, backend: Backend | None = None) -> Engine:
+        backend = backend or make_backend(
+            self.model, api_base=self.api_base, api_key=self.api_key, max_connections=self.limits.concurrency
+        )
+        return Engine(
+            backend,
+            model=self.model,
+            limits=self.limits,
+            retry=self.retry,
+            timeout_s=self.timeout_s,
+            cost=cost_function(self.model),
+        )
+
+
+class Client:
+    """One long-lived engine that many tasks (agents) call at once, under one set of limits.
+
+    async with llmgather.Client(model="openai/gpt-5-mini", rpm=500) as client:
+        reply = await client.complete("What is the capital of India?")
+    """
+
+    def __init__(self, model: str, *, backend: Backend | None = None, **options: Any) -> None:
+        self.config = ModelConfig.build(model, **options)
+        self._backend = backend
+        self._engine: Engine | None = None
+        self._ids = itertools.count()
+
+    async def __aenter__(self) -> Client:
+        self._engine = self.config.engine(self._backend)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            await self._engine.backend.aclose()
+            self._engine = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("use the Client inside `async with llmgather.Client(...) as client:`")
+        return self._engine
+
+    async def complete(self, prompt: str | list[Message] | Request, **params: Any) -> Result:
+        """One request. Returns its Result; raises the request's error (an llmgather.Error) if it fails."""
+        if isinstance(prompt, Request):
+            request = prompt
+        elif isinstance(prompt, str):
+            request = Request.from_prompt(next(self._ids), prompt, **params)
+        else:
+            request = Request(id=next(self._ids), messages=prompt, params=params)
+        result = await self.engine.complete(request)
+        if result.error is not None:
+            raise (
+                RequestError(result.error.message, status=result.error.status)
+                if result.exception is None
+                else result.exception
+            )
+        return result
+
+    def map(self, prompts: Iterable[Prompt] | AsyncIterable[Prompt]) -> AsyncGenerator[Result, None]:
+        """Every Result, failures included, as each completes. Close it (`contextlib.aclosing`) if you stop early."""
+        return self.engine.results(self._requests(prompts))
+
+    async def _requests(self, prompts: Iterable[Prompt] | AsyncIterable[Prompt]) -> AsyncIterator[Request]:
+        if isinstance(prompts, AsyncIterable):
+            async for prompt in prompts:
+                yield self._request(prompt)
+        else:
+            for prompt in prompts:
+                yield self._request(prompt)
+
+    def _request(self, prompt: Prompt) -> Request:
+        if isinstance(prompt, Request):
+            return prompt
+        if isinstance(prompt, str):
+            return Request.from_prompt(next(self._ids), prompt)
+        return request_from_record(prompt, next(self._ids))
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+
+async def gather(prompts: Iterable[Prompt], *, model: str, **options: Any) -> list[Result]:
+    """Run every prompt; return one Result per prompt, in input order, failures included.
+
+    Raises RunStopped if the run had to stop (bad key, exhausted quota).
+    """
+    requests = requests_from(prompts)
+    position = {request.id: index for index, request in enumerate(requests)}
+    results: list[Result | None] = [None] * len(requests)
+    async with Client(model, **options) as client:
+        async for result in client.map(requests):
+            results[position[result.id]] = result
+    return [result for result in results if result is not None]
+
+
+def run(prompts: Iterable[Prompt], *, model: str, **options: Any) -> list[Result]:
+    """Blocking `gather`: for scripts. Inside a running event loop, use `await llmgather.gather(...)`."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(gather(prompts, model=model, **options))
+    raise InputError(
+        "llmgather.run() blocks, so it cannot run inside an event loop that is already running "
+        "(async code, Jupyter): use `await llmgather.gather(...)` there"
+    )

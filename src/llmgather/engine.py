@@ -1,0 +1,323 @@
+"""The scheduler: requests in, results out, as they complete.
+
+It owns concurrency, admission (limits), per-attempt timeouts, retries and cancellation. It knows
+nothing of files or terminals: callers read `stats()` and consume `results()`.
+
+Memory is bounded by concurrency, not by the number of requests: at most `concurrency` attempts are on
+the wire, and at most twice that many requests are alive at once (sending, waiting to retry, or
+answered and not yet taken by the consumer). The input is pulled only as room frees up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from llmgather.backends.base import Backend
+from llmgather.errors import (
+    FatalError,
+    RateLimitError,
+    RequestError,
+    RequestTimeout,
+    RunStopped,
+)
+from llmgather.limits import Limiter, LimiterStats, Limits, TokenEstimator
+from llmgather.retry import RetryPolicy
+from llmgather.stats import LatencyHistogram
+from llmgather.types import ErrorInfo, Request, Response, Result, Usage
+
+CostFn = Callable[[Usage], float | None]
+_DONE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot of one engine's progress; the progress view and the summary only read these."""
+
+    model: str
+    endpoint: str
+    elapsed_s: float
+    dispatched: int
+    succeeded: int
+    failed: int
+    in_flight: int
+    retries: int
+    rate_limited: int
+    timeouts: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    errors_by_type: dict[str, int]
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    latency_p99_s: float | None
+    limiter: LimiterStats
+    stopped_by: str | None
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed
+
+
+@dataclass(slots=True)
+class _Tally:
+    dispatched: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    timeouts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    errors: Counter[str] = field(default_factory=Counter)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+
+class Engine:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        model: str | None = None,
+        limits: Limits | None = None,
+        retry: RetryPolicy | None = None,
+        timeout_s: float = 120.0,
+        cost: CostFn | None = None,
+        limiter: Limiter | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.backend = backend
+        self.model = model or backend.model
+        self.limits = limits or Limits()
+        self._retry = retry or RetryPolicy()
+        self._timeout_s = timeout_s
+        self._cost = cost
+        self._limiter = limiter or Limiter(self.limits.rpm, self.limits.tpm, clock=clock, sleep=sleep)
+        self._count_tokens = self.limits.tpm is not None
+        self._estimator = TokenEstimator()
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._sleep = sleep
+        self._inflight = asyncio.Semaphore(self.limits.concurrency)
+        self._live = asyncio.Semaphore(2 * self.limits.concurrency)
+        self._tally = _Tally()
+        self._started = clock()
+        self._stopping = False
+        self.fatal: FatalError | None = None
+
+    # -- the two ways in -------------------------------------------------------------------------
+
+    async def results(self, requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncGenerator[Result, None]:
+        """Yield one Result per request as each completes. Raises RunStopped after a fatal error.
+
+        Requests cut short by a stop yield nothing, so that a resumed run sends them again.
+        """
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        dispatcher = asyncio.create_task(self._dispatch(requests, queue))
+        try:
+            while (item := await queue.get()) is not _DONE:
+                self._live.release()
+                assert isinstance(item, Result)
+                yield item
+            await dispatcher
+        finally:
+            if not dispatcher.done():
+                dispatcher.cancel()
+                await asyncio.gather(dispatcher, return_exceptions=True)
+        if self.fatal is not None:
+            raise self._stopped_error()
+
+    async def complete(self, request: Request) -> Result:
+        """Run one request through the same admission, retries and limits. Raises RunStopped after a fatal error."""
+        if self.fatal is not None:
+            raise self._stopped_error()
+        self._tally.dispatched += 1
+        result = await self._run(request)
+        if result is None:
+            raise self._stopped_error()
+        return result
+
+    def stop(self) -> None:
+        """Admit nothing more; what is in flight finishes."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    async def _dispatch(
+        self, requests: Iterable[Request] | AsyncIterable[Request], queue: asyncio.Queue[object]
+    ) -> None:
+        input_error: Exception | None = None
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                try:
+                    async for request in _each(requests):
+                        await self._live.acquire()
+                        if self._stopping:
+                            self._live.release()
+                            break
+                        self._tally.dispatched += 1
+                        tasks.create_task(self._run_and_emit(request, queue))
+                except Exception as exc:  # the input failed: finish what is in flight, then say so
+                    input_error = exc
+                    self._stopping = True
+        finally:
+            queue.put_nowait(_DONE)
+        if input_error is not None:
+            raise input_error
+
+    async def _run_and_emit(self, request: Request, queue: asyncio.Queue[object]) -> None:
+        result = await self._run(request)
+        if result is None:
+            self._live.release()
+        else:
+            queue.put_nowait(result)
+
+    # -- one request, all its attempts -----------------------------------------------------------
+
+    async def _run(self, request: Request) -> Result | None:
+        first_attempt_at = self._clock()
+        failed_attempts = 0
+        while not self._stopping:
+            attempt_started = self._clock()
+            try:
+                response = await self._attempt(request)
+            except RequestError as error:
+                failed_attempts += 1
+                if isinstance(error, FatalError):
+                    self._halt(error)
+                    return None
+                wait = self._retry.next_wait(error, failed_attempts, self._clock() - first_attempt_at, self._rng)
+                if wait is None:
+                    return self._failure(request, error, failed_attempts, self._clock() - attempt_started)
+                self._tally.retries += 1
+                await self._sleep(wait)
+                continue
+            return self._success(request, response, failed_attempts + 1, self._clock() - attempt_started)
+        return None
+
+    async def _attempt(self, request: Request) -> Response:
+        tokens = self._estimator.estimate(request) if self._count_tokens else 0
+        async with self._inflight:
+            await self._limiter.admit(tokens)
+            self._tally.in_flight += 1
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    response = await self.backend.send(request)
+            except TimeoutError as exc:
+                self._tally.timeouts += 1
+                self._limiter.settle(tokens, 0)
+                raise RequestTimeout(f"no answer within {self._timeout_s:g} s") from exc
+            except RateLimitError as error:
+                self._tally.rate_limited += 1
+                self._limiter.settle(tokens, 0)
+                if error.retry_after is not None:
+                    self._limiter.cool_down(error.retry_after)
+                raise
+            except RequestError:
+                self._limiter.settle(tokens, 0)
+                raise
+            except Exception as exc:
+                raise RequestError(f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                self._tally.in_flight -= 1
+        if self._count_tokens:
+            usage = response.usage
+            self._limiter.settle(tokens, usage.total_tokens if usage is not None else tokens)
+        return response
+
+    # -- outcomes --------------------------------------------------------------------------------
+
+    def _success(self, request: Request, response: Response, attempts: int, latency_s: float) -> Result:
+        tally = self._tally
+        tally.succeeded += 1
+        tally.latency.add(latency_s)
+        usage = response.usage
+        cost = None
+        if usage is not None:
+            tally.prompt_tokens += usage.prompt_tokens
+            tally.completion_tokens += usage.completion_tokens
+            self._estimator.observe(usage.completion_tokens)
+            if self._cost is not None:
+                cost = self._cost(usage)
+                if cost is not None:
+                    tally.cost_usd += cost
+        return Result(
+            id=request.id,
+            model=self.model,
+            content=response.content,
+            usage=usage,
+            latency_s=latency_s,
+            attempts=attempts,
+            cost_usd=cost,
+            finish_reason=response.finish_reason,
+        )
+
+    def _failure(self, request: Request, error: RequestError, attempts: int, latency_s: float) -> Result:
+        self._tally.failed += 1
+        self._tally.errors[error.type_name] += 1
+        return Result(
+            id=request.id,
+            model=self.model,
+            latency_s=latency_s,
+            attempts=attempts,
+            error=ErrorInfo(type=error.type_name, status=error.status, message=error.message),
+            exception=error,
+        )
+
+    def _halt(self, error: FatalError) -> None:
+        if self.fatal is None:
+            self.fatal = error
+            self._tally.errors[error.type_name] += 1
+        self._stopping = True
+
+    def _stopped_error(self) -> RunStopped:
+        error = self.fatal
+        reason = f"{error.type_name}: {error.message}" if error is not None else "stopped"
+        return RunStopped(f"{self.model} at {self.backend.endpoint}: {reason}", cause=error)
+
+    def stats(self) -> EngineStats:
+        tally = self._tally
+        return EngineStats(
+            model=self.model,
+            endpoint=self.backend.endpoint,
+            elapsed_s=self._clock() - self._started,
+            dispatched=tally.dispatched,
+            succeeded=tally.succeeded,
+            failed=tally.failed,
+            in_flight=tally.in_flight,
+            retries=tally.retries,
+            rate_limited=tally.rate_limited,
+            timeouts=tally.timeouts,
+            prompt_tokens=tally.prompt_tokens,
+            completion_tokens=tally.completion_tokens,
+            cost_usd=tally.cost_usd,
+            errors_by_type=dict(tally.errors),
+            latency_p50_s=tally.latency.percentile(50),
+            latency_p95_s=tally.latency.percentile(95),
+            latency_p99_s=tally.latency.percentile(99),
+            limiter=self._limiter.stats(),
+            stopped_by=self.fatal.type_name if self.fatal is not None else None,
+        )
+
+
+async def _each(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request

@@ -1,0 +1,12 @@
+"""The fake provider: `python -m llmgather.fake` or `llmgather fake-server`. Imports nothing from llmgather."""
+
+from llmgather.fake.server import (
+    FakeConfig,
+    FakeProvider,
+    expected_content,
+    prompt_digest,
+    prompt_text,
+    serve,
+)
+
+__all__ = ["FakeConfig", "FakeProvider", "expected_content", "prompt_digest", "prompt_text", "serve"]

@@ -1,0 +1,3 @@
+from llmgather.fake.main import main
+
+main()

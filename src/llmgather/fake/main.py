@@ -1,0 +1,69 @@
+"""Command line of the fake provider: serve until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from llmgather.fake.server import FakeConfig, serve
+
+
+def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
+    parser = argparse.ArgumentParser(
+        prog="llmgather fake-server",
+        description="An OpenAI-compatible fake provider with latency, rate limits and faults, for dry runs and tests. "
+        "It prints 'listening on URL' once ready; point --api-base at that URL.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--jitter", type=float, default=0.0, help="extra latency drawn uniformly from 0 to this")
+    parser.add_argument("--rpm", type=int, default=None, help="requests per minute, enforced per minute and per second")
+    parser.add_argument("--tpm", type=int, default=None, help="tokens per minute, enforced per minute and per second")
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="share of answers that are 503s")
+    parser.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped without an answer")
+    parser.add_argument("--hang-rate", type=float, default=0.0, help="share of requests that never get an answer")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
+    parser.add_argument("--api-key", default=None, help="require this bearer key; others get 401")
+    parser.add_argument("--model", action="append", default=[], help="known model (repeatable); others get 404")
+    parser.add_argument("--quota", type=int, default=None, help="after this many answers, 429 insufficient_quota")
+    parser.add_argument("--completion-tokens", type=int, default=16, help="tokens in each answer (default 16)")
+    parser.add_argument("--log", default=None, help="append one JSON line per request to this file")
+    args = parser.parse_args(argv)
+    config = FakeConfig(
+        latency=args.latency,
+        jitter=args.jitter,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        fail_rate=args.fail_rate,
+        drop_rate=args.drop_rate,
+        hang_rate=args.hang_rate,
+        seed=args.seed,
+        api_key=args.api_key,
+        models=tuple(args.model),
+        quota=args.quota,
+        completion_tokens=args.completion_tokens,
+        log_path=args.log,
+    )
+    return config, args.host, args.port
+
+
+async def _serve_until_signalled(config: FakeConfig, host: str, port: int) -> None:
+    runner, bound = await serve(config, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"listening on http://{host}:{bound}/v1", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, host, port = parse_args(argv)
+    asyncio.run(_serve_until_signalled(config, host, port))
+    sys.exit(0)

@@ -1,0 +1,109 @@
+"""The vocabulary every layer shares: what goes in, what comes back.
+
+Plain slotted dataclasses: these are made once per request on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+RequestId = str | int
+Message = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Request:
+    """One chat completion to make. `params` passes through to the provider (temperature, max_tokens, ...)."""
+
+    id: RequestId
+    messages: list[Message]
+    params: dict[str, Any] = field(default_factory=dict)
+    # Where the request came from, so that errors can name it ("prompts.jsonl:12").
+    source: str = ""
+
+    @classmethod
+    def from_prompt(cls, id: RequestId, prompt: str, **params: Any) -> Request:
+        return cls(id=id, messages=[{"role": "user", "content": prompt}], params=params)
+
+    def prompt_chars(self) -> int:
+        total = 0
+        for message in self.messages:
+            content = message.get("content")
+            if isinstance(content, str):
+                total += len(content)
+            elif isinstance(content, list):
+                total += sum(len(part.get("text", "")) for part in content if isinstance(part, dict))
+        return total
+
+    def completion_budget(self) -> int | None:
+        budget = self.params.get("max_completion_tokens", self.params.get("max_tokens"))
+        return budget if isinstance(budget, int) else None
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(slots=True)
+class Response:
+    """What a backend hands the engine: the answer, and what the provider said about its limits."""
+
+    content: str | None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ErrorInfo:
+    type: str
+    status: int | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "status": self.status, "message": self.message}
+
+
+@dataclass(slots=True)
+class Result:
+    """The outcome of one request: an answer or an error, never both."""
+
+    id: RequestId
+    model: str
+    content: str | None = None
+    usage: Usage | None = None
+    latency_s: float = 0.0
+    attempts: int = 0
+    cost_usd: float | None = None
+    error: ErrorInfo | None = None
+    finish_reason: str | None = None
+    # The error itself, for callers that raise it (Client.complete); never written out.
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "model": self.model,
+            "content": self.content,
+            "usage": self.usage.to_dict() if self.usage is not None else None,
+            "latency_s": round(self.latency_s, 4),
+            "attempts": self.attempts,
+            "cost_usd": self.cost_usd,
+            "error": self.error.to_dict() if self.error is not None else None,
+        }

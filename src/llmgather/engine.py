@@ -34,6 +34,10 @@ CostFn = Callable[[Usage], float | None]
 _DONE = object()
 
 
+class _Halted(Exception):
+    """A request reached the wire after the run began to stop: it is not sent."""
+
+
 @dataclass(frozen=True, slots=True)
 class EngineStats:
     """A snapshot of one engine's progress; the progress view and the summary only read these."""
@@ -195,6 +199,8 @@ class Engine:
             attempt_started = self._clock()
             try:
                 response = await self._attempt(request)
+            except _Halted:
+                return None
             except RequestError as error:
                 failed_attempts += 1
                 if isinstance(error, FatalError):
@@ -213,6 +219,9 @@ class Engine:
         tokens = self._estimator.estimate(request) if self._count_tokens else 0
         async with self._inflight:
             await self._limiter.admit(tokens)
+            if self._stopping:  # stopped while this request waited for its slot: leave it for a resume
+                self._limiter.settle(tokens, 0)
+                raise _Halted
             self._tally.in_flight += 1
             try:
                 async with asyncio.timeout(self._timeout_s):

@@ -144,6 +144,8 @@ class _Limit:
 @dataclass
 class FakeStats:
     requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
     drops: int = 0
     hangs: int = 0
@@ -153,6 +155,8 @@ class FakeStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "rate_limited": self.by_status.get(429, 0),
             "drops": self.drops,
@@ -192,7 +196,18 @@ class FakeProvider:
         return web.json_response(self.stats.to_dict())
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        self.stats.requests += 1
+        stats = self.stats
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            response = await self._answer(request)
+            self._record(request.get("digest"), response.status)
+            return response
+        finally:
+            stats.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         if self.config.api_key and request.headers.get("Authorization") != f"Bearer {self.config.api_key}":
             return self._error(401, "Incorrect API key provided.", "invalid_api_key", "invalid_request_error")
         try:
@@ -206,7 +221,7 @@ class FakeProvider:
         if self.config.models and model not in self.config.models:
             return self._error(404, f"The model `{model}` does not exist.", "model_not_found", "invalid_request_error")
         text = prompt_text(messages)
-        digest = prompt_digest(text)
+        digest = request["digest"] = prompt_digest(text)
         seen = self.stats.seen_per_prompt[digest]
         self.stats.seen_per_prompt[digest] += 1
         directive = _parse_directive(text)
@@ -252,7 +267,6 @@ class FakeProvider:
         }
         self.stats.answers_per_prompt[digest] += 1
         self.stats.by_status[200] += 1
-        self._record(digest, 200)
         if body.get("stream"):
             return await self._stream(request, model, content, usage, body)
         return web.json_response(
@@ -313,7 +327,6 @@ class FakeProvider:
         self, status: int, message: str, code: str | None, kind: str | None, retry_after: float | None = None
     ) -> web.Response:
         self.stats.by_status[status] += 1
-        self._record(None, status)
         headers = self._limit_headers()
         if retry_after is not None:
             headers["retry-after-ms"] = str(max(1, round(retry_after * 1000)))
@@ -385,7 +398,8 @@ def _directive_applies(directive: dict[str, str], seen: int) -> bool:
 
 async def serve(config: FakeConfig, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (to clean up) and the port bound."""
-    runner = web.AppRunner(FakeProvider(config).app(), access_log=None, handle_signals=False)
+    # handler_cancellation: a request whose client went away stops too, so the server sees it leave.
+    runner = web.AppRunner(FakeProvider(config).app(), access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

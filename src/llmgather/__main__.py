@@ -1,0 +1,3 @@
+from llmgather.cli import main
+
+main()

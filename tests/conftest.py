@@ -1,0 +1,96 @@
+"""Shared fixtures: the fake provider as a real server process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class FakeServer:
+    process: subprocess.Popen[str]
+    url: str
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url.removesuffix("/v1") + "/_fake/stats", timeout=5) as response:
+            return json.load(response)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start_fake_server(*args: str) -> FakeServer:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmgather.fake", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 20
+    line = process.stdout.readline()
+    if not line.startswith("listening on ") or time.monotonic() > deadline:
+        process.kill()
+        raise RuntimeError(f"fake server did not start: {line!r}")
+    return FakeServer(process, line.split()[-1])
+
+
+@pytest.fixture
+def fake_server() -> Iterator[Callable[..., FakeServer]]:
+    """Start fake providers with the given flags; all are stopped at the end of the test."""
+    servers: list[FakeServer] = []
+
+    def start(*args: str) -> FakeServer:
+        server = start_fake_server(*args)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(fake_server: Callable[..., FakeServer]) -> FakeServer:
+    return fake_server()
+
+
+def run_cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`llmgather ...` as a user runs it: a separate process, no terminal."""
+    full_env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "llmgather", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

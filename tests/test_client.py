@@ -1,0 +1,87 @@
+"""The Client shared by many tasks, and cancellation that leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from conftest import FakeServer
+
+import llmgather
+from llmgather.fake import expected_content
+
+
+def test_fifty_agents_share_one_client_under_one_concurrency_limit(server: FakeServer) -> None:
+    async def agents() -> list[str]:
+        async with llmgather.Client("openai/fake", api_base=server.url, api_key="k", concurrency=8) as client:
+
+            async def agent(n: int) -> str:
+                replies = []
+                for turn in range(3):
+                    reply = await client.complete(f"[[fake latency=0.02]] agent {n} turn {turn}")
+                    replies.append(reply.content or "")
+                return replies[-1]
+
+            return await asyncio.gather(*(agent(n) for n in range(50)))
+
+    last_replies = asyncio.run(agents())
+    assert last_replies == [expected_content(f"[[fake latency=0.02]] agent {n} turn 2") for n in range(50)]
+    stats = server.stats()
+    assert stats["answered"] == 150
+    assert 1 < stats["max_in_flight"] <= 8
+
+
+def test_complete_raises_the_error_of_a_failed_request(server: FakeServer) -> None:
+    async def ask() -> None:
+        async with llmgather.Client("openai/fake", api_base=server.url, api_key="k") as client:
+            await client.complete("[[fake status=400]] nope")
+
+    with pytest.raises(llmgather.PermanentError, match="forced 400"):
+        asyncio.run(ask())
+
+
+def test_map_yields_every_result_failures_included(server: FakeServer) -> None:
+    async def run() -> list[llmgather.Result]:
+        async with llmgather.Client("openai/fake", api_base=server.url, api_key="k") as client:
+            return [r async for r in client.map(["a", "[[fake status=422]]", {"id": "x", "prompt": "c"}])]
+
+    results = asyncio.run(run())
+    assert sorted(str(r.id) for r in results) == ["0", "1", "x"]
+    assert sum(r.ok for r in results) == 2
+
+
+def _open_sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return count
+
+
+def test_cancellation_leaves_no_task_or_connection_behind(server: FakeServer) -> None:
+    async def cancel_midway() -> tuple[int, int]:
+        before = _open_sockets()
+        prompts = [f"[[fake hang]] {i}" for i in range(20)]
+        run = asyncio.create_task(llmgather.gather(prompts, model="openai/fake", api_base=server.url, api_key="k"))
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if server.stats()["in_flight"] == 20:
+                break
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        await asyncio.sleep(0.1)
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert leftover == []
+        return before, _open_sockets()
+
+    before, after = asyncio.run(cancel_midway())
+    assert after == before
+    for _ in range(50):
+        if server.stats()["in_flight"] == 0:
+            break
+        asyncio.run(asyncio.sleep(0.05))
+    assert server.stats()["in_flight"] == 0

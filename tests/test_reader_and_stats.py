@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from llmgather.errors import InputError
+from llmgather.io.reader import JsonlInput, requests_from
+from llmgather.stats import LatencyHistogram
+
+
+def test_ids_default_to_the_line_number(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"prompt": "a"}\n\n{"prompt": "b", "temperature": 0}\n')
+    source = JsonlInput(path)
+    assert source.check() == 2
+    requests = list(source)
+    assert [r.id for r in requests] == [1, 3]
+    assert requests[1].params == {"temperature": 0}
+
+
+def test_an_int_id_and_its_string_are_different_ids(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"id": 1, "prompt": "a"}\n{"id": "1", "prompt": "b"}\n')
+    assert JsonlInput(path).check() == 2
+
+
+def test_an_empty_input_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n")
+    with pytest.raises(InputError, match="no requests"):
+        JsonlInput(path).check()
+
+
+def test_api_input_rejects_repeated_ids() -> None:
+    with pytest.raises(InputError, match="item 1"):
+        requests_from([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}])
+
+
+def test_histogram_percentiles_are_within_one_percent() -> None:
+    rng = random.Random(3)
+    values = [rng.lognormvariate(-1, 1) for _ in range(20_000)]
+    histogram = LatencyHistogram()
+    for value in values:
+        histogram.add(value)
+    ordered = sorted(values)
+    for q in (50, 95, 99):
+        exact = ordered[int(len(ordered) * q / 100) - 1]
+        estimate = histogram.percentile(q)
+        assert estimate is not None and exact * 0.99 <= estimate <= exact * 1.02
+    assert LatencyHistogram().percentile(50) is None

@@ -108,7 +108,7 @@ def test_a_bad_key_stops_the_run_after_one_request(fake_server: Callable[..., Fa
 
 def test_run_inside_a_running_loop_points_to_gather(server: FakeServer) -> None:
     async def inside() -> None:
-        with pytest.raises(llmgather.InputError, match="await llmgather.gather"):
+        with pytest.raises(llmgather.InputError, match=r"await llmgather\.gather"):
             llmgather.run(["q"], model="openai/fake", api_base=server.url)
 
     asyncio.run(inside())

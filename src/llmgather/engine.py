@@ -38,6 +38,12 @@ class _Halted(Exception):
     """A request reached the wire after the run began to stop: it is not sent."""
 
 
+class _FailedAttempt(Exception):
+    def __init__(self, error: RequestError, latency_s: float) -> None:
+        self.error = error
+        self.latency_s = latency_s
+
+
 @dataclass(frozen=True, slots=True)
 class EngineStats:
     """A snapshot of one engine's progress; the progress view and the summary only read these."""
@@ -195,27 +201,29 @@ class Engine:
     async def _run(self, request: Request) -> Result | None:
         first_attempt_at = self._clock()
         failed_attempts = 0
+        latency_s = 0.0
         while not self._stopping:
-            attempt_started = self._clock()
             try:
-                response = await self._attempt(request)
+                response, latency_s = await self._attempt(request)
             except _Halted:
                 return None
-            except RequestError as error:
+            except _FailedAttempt as failed:
+                error, latency_s = failed.error, failed.latency_s
                 failed_attempts += 1
                 if isinstance(error, FatalError):
                     self._halt(error)
                     return None
                 wait = self._retry.next_wait(error, failed_attempts, self._clock() - first_attempt_at, self._rng)
                 if wait is None:
-                    return self._failure(request, error, failed_attempts, self._clock() - attempt_started)
+                    return self._failure(request, error, failed_attempts, latency_s)
                 self._tally.retries += 1
                 await self._sleep(wait)
                 continue
-            return self._success(request, response, failed_attempts + 1, self._clock() - attempt_started)
+            return self._success(request, response, failed_attempts + 1, latency_s)
         return None
 
-    async def _attempt(self, request: Request) -> Response:
+    async def _attempt(self, request: Request) -> tuple[Response, float]:
+        """One attempt, after admission. Returns the response and how long the provider took to give it."""
         tokens = self._estimator.estimate(request) if self._count_tokens else 0
         async with self._inflight:
             await self._limiter.admit(tokens)
@@ -223,30 +231,33 @@ class Engine:
                 self._limiter.settle(tokens, 0)
                 raise _Halted
             self._tally.in_flight += 1
+            sent_at = self._clock()
             try:
                 async with asyncio.timeout(self._timeout_s):
                     response = await self.backend.send(request)
-            except TimeoutError as exc:
-                self._tally.timeouts += 1
-                self._limiter.settle(tokens, 0)
-                raise RequestTimeout(f"no answer within {self._timeout_s:g} s") from exc
-            except RateLimitError as error:
-                self._tally.rate_limited += 1
-                self._limiter.settle(tokens, 0)
-                if error.retry_after is not None:
-                    self._limiter.cool_down(error.retry_after)
-                raise
-            except RequestError:
-                self._limiter.settle(tokens, 0)
-                raise
             except Exception as exc:
-                raise RequestError(f"{type(exc).__name__}: {exc}") from exc
+                self._limiter.settle(tokens, 0)
+                raise _FailedAttempt(self._classify(exc), self._clock() - sent_at) from exc
             finally:
                 self._tally.in_flight -= 1
+        latency_s = self._clock() - sent_at
         if self._count_tokens:
             usage = response.usage
             self._limiter.settle(tokens, usage.total_tokens if usage is not None else tokens)
-        return response
+        return response, latency_s
+
+    def _classify(self, exc: Exception) -> RequestError:
+        if isinstance(exc, TimeoutError):
+            self._tally.timeouts += 1
+            return RequestTimeout(f"no answer within {self._timeout_s:g} s")
+        if isinstance(exc, RateLimitError):
+            self._tally.rate_limited += 1
+            if exc.retry_after is not None:
+                self._limiter.cool_down(exc.retry_after)
+            return exc
+        if isinstance(exc, RequestError):
+            return exc
+        return RequestError(f"{type(exc).__name__}: {exc}")
 
     # -- outcomes --------------------------------------------------------------------------------
 

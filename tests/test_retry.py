@@ -8,10 +8,12 @@ import pytest
 
 from llmgather.errors import (
     AuthenticationError,
+    ConnectError,
     ModelNotFoundError,
     PermanentError,
     QuotaExceededError,
     RateLimitError,
+    RequestTimeout,
     ServerError,
     error_for_status,
 )
@@ -26,6 +28,14 @@ def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
         waits = [policy.next_wait(ServerError("x"), failed, 0.0, rng) for _ in range(200)]
         assert all(w is not None and 0 <= w <= ceiling for w in waits)
         assert max(w for w in waits if w is not None) > ceiling * 0.8
+
+
+def test_the_first_retry_after_a_timeout_or_a_drop_goes_at_once() -> None:
+    policy = RetryPolicy(base_s=1.0)
+    rng = random.Random(5)
+    for error in (RequestTimeout("slow"), ConnectError("reset")):
+        assert policy.next_wait(error, 1, 0.0, rng) == 0.0
+        assert any((policy.next_wait(error, 2, 0.0, rng) or 0) > 0 for _ in range(20))
 
 
 def test_never_shorter_than_retry_after() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from llmgather.errors import TransientError
+from llmgather.errors import ConnectError, RequestTimeout, TransientError
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +19,8 @@ class RetryPolicy:
 
         max(retry_after, uniform(0, min(max_wait_s, base_s * 2 ** (n - 1))))
 
+    except that the first retry after a timeout or a dropped connection goes at once: the timeout has
+    already been waited out, and neither says the provider wants us to slow down.
     Only transient errors are retried; at most `max_retries` times, and never past `deadline_s`
     counted from the request's first attempt. `RetryPolicy.testing()` keeps the rules but drops the waits.
     """
@@ -45,6 +47,8 @@ class RetryPolicy:
         if not isinstance(error, TransientError) or failed_attempts > self.max_retries:
             return None
         ceiling = min(self.max_wait_s, self.base_s * 2 ** (failed_attempts - 1))
+        if failed_attempts == 1 and isinstance(error, RequestTimeout | ConnectError):
+            ceiling = 0.0
         wait = rng.uniform(0.0, ceiling) if ceiling > 0 else 0.0
         if error.retry_after is not None:
             wait = max(wait, error.retry_after)

@@ -1,0 +1,91 @@
+"""The usual recipes, each run as its own process by bench/run.py: `python alternatives.py NAME URL N CONC TIMEOUT`.
+
+Prints one JSON line: how many prompts succeeded and failed. Each reads bench prompts `p0..pN-1`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+
+def prompts(n: int) -> list[str]:
+    return [f"bench prompt {i}" for i in range(n)]
+
+
+async def raw_aiohttp(url: str, n: int, concurrency: int, timeout: float) -> tuple[int, int]:
+    import aiohttp
+
+    semaphore = asyncio.Semaphore(concurrency)
+    ok = failed = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+
+        async def one(prompt: str) -> None:
+            nonlocal ok, failed
+            body = {"model": "fake", "messages": [{"role": "user", "content": prompt}]}
+            async with semaphore:
+                try:
+                    async with session.post(url + "/chat/completions", json=body,
+                                            headers={"Authorization": "Bearer k"}) as response:
+                        data = await response.json()
+                        if response.status == 200 and data["choices"][0]["message"]["content"]:
+                            ok += 1
+                            return
+                except Exception:
+                    pass
+                failed += 1
+
+        await asyncio.gather(*(one(p) for p in prompts(n)))
+    return ok, failed
+
+
+async def openai_sdk(url: str, n: int, concurrency: int, timeout: float) -> tuple[int, int]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key="k", max_retries=5, timeout=timeout)
+    semaphore = asyncio.Semaphore(concurrency)
+    ok = failed = 0
+
+    async def one(prompt: str) -> None:
+        nonlocal ok, failed
+        async with semaphore:
+            try:
+                await client.chat.completions.create(model="fake", messages=[{"role": "user", "content": prompt}])
+                ok += 1
+            except Exception:
+                failed += 1
+
+    await asyncio.gather(*(one(p) for p in prompts(n)))
+    await client.close()
+    return ok, failed
+
+
+async def litellm_recipe(url: str, n: int, concurrency: int, timeout: float) -> tuple[int, int]:
+    import litellm
+
+    litellm.suppress_debug_info = True
+    semaphore = asyncio.Semaphore(concurrency)
+    ok = failed = 0
+
+    async def one(prompt: str) -> None:
+        nonlocal ok, failed
+        async with semaphore:
+            try:
+                await litellm.acompletion(model="openai/fake", api_base=url, api_key="k", timeout=timeout,
+                                          num_retries=3, messages=[{"role": "user", "content": prompt}])
+                ok += 1
+            except Exception:
+                failed += 1
+
+    await asyncio.gather(*(one(p) for p in prompts(n)))
+    return ok, failed
+
+
+RECIPES = {"aiohttp": raw_aiohttp, "openai": openai_sdk, "litellm": litellm_recipe}
+
+if __name__ == "__main__":
+    name, url, n, concurrency, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    ok, failed = asyncio.run(RECIPES[name](url, n, concurrency, timeout))
+    print(json.dumps({"ok": ok, "failed": failed}))

@@ -30,12 +30,19 @@ def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
         assert max(w for w in waits if w is not None) > ceiling * 0.8
 
 
-def test_the_first_retry_after_a_timeout_or_a_drop_goes_at_once() -> None:
+def test_the_first_retry_after_a_drop_goes_at_once() -> None:
     policy = RetryPolicy(base_s=1.0)
     rng = random.Random(5)
-    for error in (RequestTimeout("slow"), ConnectError("reset")):
-        assert policy.next_wait(error, 1, 0.0, rng) == 0.0
-        assert any((policy.next_wait(error, 2, 0.0, rng) or 0) > 0 for _ in range(20))
+    assert policy.next_wait(ConnectError("reset"), 1, 0.0, rng) == 0.0
+    assert any((policy.next_wait(ConnectError("reset"), 2, 0.0, rng) or 0) > 0 for _ in range(20))
+
+
+def test_time_spent_in_the_failed_attempt_counts_towards_the_backoff() -> None:
+    policy = RetryPolicy(base_s=0.5, max_wait_s=4.0)
+    rng = random.Random(5)
+    assert all(policy.next_wait(RequestTimeout("slow"), n, 0.0, rng, attempt_s=5.0) == 0.0 for n in (1, 2, 3))
+    waits = [policy.next_wait(ServerError("x"), 3, 0.0, rng, attempt_s=1.0) for _ in range(200)]
+    assert all(w is not None and 0.0 <= w <= 1.0 for w in waits) and max(w or 0 for w in waits) > 0.8
 
 
 def test_never_shorter_than_retry_after() -> None:

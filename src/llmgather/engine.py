@@ -213,7 +213,8 @@ class Engine:
                 if isinstance(error, FatalError):
                     self._halt(error)
                     return None
-                wait = self._retry.next_wait(error, failed_attempts, self._clock() - first_attempt_at, self._rng)
+                elapsed_s = self._clock() - first_attempt_at
+                wait = self._retry.next_wait(error, failed_attempts, elapsed_s, self._rng, latency_s)
                 if wait is None:
                     return self._failure(request, error, failed_attempts, latency_s)
                 self._tally.retries += 1

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from llmgather.errors import ConnectError, RequestTimeout, TransientError
+from llmgather.errors import ConnectError, TransientError
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,10 +17,11 @@ class RetryPolicy:
 
     Before attempt n+1 (n failed attempts so far) the wait is
 
-        max(retry_after, uniform(0, min(max_wait_s, base_s * 2 ** (n - 1))))
+        max(retry_after, uniform(0, min(max_wait_s, base_s * 2 ** (n - 1))) - attempt_s)
 
-    except that the first retry after a timeout or a dropped connection goes at once: the timeout has
-    already been waited out, and neither says the provider wants us to slow down.
+    so backoff spaces the starts of attempts: time the failed attempt already took (a whole timeout,
+    say) counts towards it. The first retry after a dropped connection goes at once: a drop does not
+    say the provider wants us to slow down.
     Only transient errors are retried; at most `max_retries` times, and never past `deadline_s`
     counted from the request's first attempt. `RetryPolicy.testing()` keeps the rules but drops the waits.
     """
@@ -41,15 +42,15 @@ class RetryPolicy:
         return cls(max_retries=max_retries, base_s=0.0, max_wait_s=0.0)
 
     def next_wait(
-        self, error: BaseException, failed_attempts: int, elapsed_s: float, rng: random.Random
+        self, error: BaseException, failed_attempts: int, elapsed_s: float, rng: random.Random, attempt_s: float = 0.0
     ) -> float | None:
         """Seconds to wait before the next attempt, or None to give up with `error`."""
         if not isinstance(error, TransientError) or failed_attempts > self.max_retries:
             return None
         ceiling = min(self.max_wait_s, self.base_s * 2 ** (failed_attempts - 1))
-        if failed_attempts == 1 and isinstance(error, RequestTimeout | ConnectError):
+        if failed_attempts == 1 and isinstance(error, ConnectError):
             ceiling = 0.0
-        wait = rng.uniform(0.0, ceiling) if ceiling > 0 else 0.0
+        wait = max(0.0, rng.uniform(0.0, ceiling) - attempt_s) if ceiling > 0 else 0.0
         if error.retry_after is not None:
             wait = max(wait, error.retry_after)
         if self.deadline_s is not None and elapsed_s + wait >= self.deadline_s:

@@ -27,8 +27,9 @@ async def raw_aiohttp(url: str, n: int, concurrency: int, timeout: float) -> tup
             body = {"model": "fake", "messages": [{"role": "user", "content": prompt}]}
             async with semaphore:
                 try:
-                    async with session.post(url + "/chat/completions", json=body,
-                                            headers={"Authorization": "Bearer k"}) as response:
+                    async with session.post(
+                        url + "/chat/completions", json=body, headers={"Authorization": "Bearer k"}
+                    ) as response:
                         data = await response.json()
                         if response.status == 200 and data["choices"][0]["message"]["content"]:
                             ok += 1
@@ -73,8 +74,14 @@ async def litellm_recipe(url: str, n: int, concurrency: int, timeout: float) -> 
         nonlocal ok, failed
         async with semaphore:
             try:
-                await litellm.acompletion(model="openai/fake", api_base=url, api_key="k", timeout=timeout,
-                                          num_retries=3, messages=[{"role": "user", "content": prompt}])
+                await litellm.acompletion(
+                    model="openai/fake",
+                    api_base=url,
+                    api_key="k",
+                    timeout=timeout,
+                    num_retries=3,
+                    messages=[{"role": "user", "content": prompt}],
+                )
                 ok += 1
             except Exception:
                 failed += 1
@@ -86,6 +93,12 @@ async def litellm_recipe(url: str, n: int, concurrency: int, timeout: float) -> 
 RECIPES = {"aiohttp": raw_aiohttp, "openai": openai_sdk, "litellm": litellm_recipe}
 
 if __name__ == "__main__":
-    name, url, n, concurrency, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    name, url, n, concurrency, timeout = (
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+        float(sys.argv[5]),
+    )
     ok, failed = asyncio.run(RECIPES[name](url, n, concurrency, timeout))
     print(json.dumps({"ok": ok, "failed": failed}))

@@ -35,8 +35,14 @@ class Scenario:
 SCENARIOS_ALL = [
     Scenario("latency 0.2 s", 2000, 100, 0.2),
     Scenario("zero latency (CPU)", 5000, 100, 0.0),
-    Scenario("faults: 5% 5xx, 2% drops, 0.5% hangs", 2000, 100, 0.1, timeout=5.0,
-             faults=("--fail-rate", "0.05", "--drop-rate", "0.02", "--hang-rate", "0.005", "--seed", "11")),
+    Scenario(
+        "faults: 5% 5xx, 2% drops, 0.5% hangs",
+        2000,
+        100,
+        0.1,
+        timeout=5.0,
+        faults=("--fail-rate", "0.05", "--drop-rate", "0.02", "--hang-rate", "0.005", "--seed", "11"),
+    ),
 ]
 
 
@@ -50,8 +56,11 @@ class Measured:
 
 
 def start_server(scenario: Scenario) -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen([sys.executable, "-m", "llmgather.fake", "--port", "0", "--latency",
-                               str(scenario.latency), *scenario.faults], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llmgather.fake", "--port", "0", "--latency", str(scenario.latency), *scenario.faults],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert server.stdout is not None
     return server, server.stdout.readline().split()[-1]
 
@@ -66,15 +75,39 @@ def measure(tool: str, scenario: Scenario, workdir: Path) -> Measured:
     try:
         if tool == "llmgather":
             source = workdir / f"prompts-{scenario.prompts}.jsonl"
-            source.write_text("".join(json.dumps({"id": i, "prompt": f"bench prompt {i}"}) + "\n"
-                                      for i in range(scenario.prompts)))
+            source.write_text(
+                "".join(json.dumps({"id": i, "prompt": f"bench prompt {i}"}) + "\n" for i in range(scenario.prompts))
+            )
             out = workdir / "out.jsonl"
-            command = [sys.executable, "-m", "llmgather", "run", str(source), "-o", str(out), "--overwrite",
-                       "-m", "openai/fake", "--api-base", url, "--concurrency", str(scenario.concurrency),
-                       "--timeout", str(scenario.timeout), "--quiet"]
+            command = [
+                sys.executable,
+                "-m",
+                "llmgather",
+                "run",
+                str(source),
+                "-o",
+                str(out),
+                "--overwrite",
+                "-m",
+                "openai/fake",
+                "--api-base",
+                url,
+                "--concurrency",
+                str(scenario.concurrency),
+                "--timeout",
+                str(scenario.timeout),
+                "--quiet",
+            ]
         else:
-            command = [sys.executable, str(HERE / "alternatives.py"), tool, url, str(scenario.prompts),
-                       str(scenario.concurrency), str(scenario.timeout)]
+            command = [
+                sys.executable,
+                str(HERE / "alternatives.py"),
+                tool,
+                url,
+                str(scenario.prompts),
+                str(scenario.concurrency),
+                str(scenario.timeout),
+            ]
         cpu_before, started = children_cpu(), time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env={"OPENAI_API_KEY": "k", "PATH": ""})
         wall, cpu = time.perf_counter() - started, children_cpu() - cpu_before
@@ -112,15 +145,32 @@ def main() -> None:
             bound = scenario.prompts * scenario.latency / scenario.concurrency
             for tool, m in results.items():
                 answered_twice = m.server["answered_twice"]
-                row = (scenario.name, tool, f"{m.ok}/{scenario.prompts}", str(m.server["requests"]), str(answered_twice),
-                       f"{m.wall_s:.2f}", f"{bound / m.wall_s:.2f}" if bound else "-",
-                       f"{m.cpu_s / scenario.prompts * 1000:.3f}",
-                       "1.00x" if tool == "llmgather" else ratio(m.cpu_s, ours.cpu_s),
-                       "1.00x" if tool == "llmgather" else ratio(m.wall_s, ours.wall_s))
+                row = (
+                    scenario.name,
+                    tool,
+                    f"{m.ok}/{scenario.prompts}",
+                    str(m.server["requests"]),
+                    str(answered_twice),
+                    f"{m.wall_s:.2f}",
+                    f"{bound / m.wall_s:.2f}" if bound else "-",
+                    f"{m.cpu_s / scenario.prompts * 1000:.3f}",
+                    "1.00x" if tool == "llmgather" else ratio(m.cpu_s, ours.cpu_s),
+                    "1.00x" if tool == "llmgather" else ratio(m.wall_s, ours.wall_s),
+                )
                 rows.append(row)
                 print(" | ".join(row), file=sys.stderr, flush=True)
-    header = ("scenario", "tool", "succeeded", "requests sent", "answered twice", "wall s", "bound / wall",
-              "CPU ms/request", "CPU vs llmgather", "wall vs llmgather")
+    header = (
+        "scenario",
+        "tool",
+        "succeeded",
+        "requests sent",
+        "answered twice",
+        "wall s",
+        "bound / wall",
+        "CPU ms/request",
+        "CPU vs llmgather",
+        "wall vs llmgather",
+    )
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))

@@ -22,8 +22,10 @@ async def main_async(model: str, api_base: str | None, api_key: str | None) -> N
     async with llmgather.Client(model, api_base=api_base, api_key=api_key, concurrency=8, rpm=3000) as client:
         lengths = await asyncio.gather(*(agent(client, n, turns=5) for n in range(20)))
         stats = client.stats()
-    print(f"20 agents, {sum(lengths)} messages in all; {stats.succeeded} requests answered, "
-          f"{stats.retries} retries, p50 latency {1000 * (stats.latency_p50_s or 0):.0f} ms")
+    print(
+        f"20 agents, {sum(lengths)} messages in all; {stats.succeeded} requests answered, "
+        f"{stats.retries} retries, p50 latency {1000 * (stats.latency_p50_s or 0):.0f} ms"
+    )
 
 
 def main() -> None:

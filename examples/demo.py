@@ -23,8 +23,22 @@ def main() -> int:
         if not where.fake:  # a real provider costs money: a small taste only
             source = "first-20-prompts.jsonl"
             Path(source).write_text("".join(PROMPTS.read_text().splitlines(keepends=True)[:20]))
-        command = [sys.executable, "-m", "llmgather", "run", source, "-o", "results.jsonl", "--overwrite",
-                   "-m", where.models[0], "--concurrency", "64", "--rpm", "12000" if where.fake else "500"]
+        command = [
+            sys.executable,
+            "-m",
+            "llmgather",
+            "run",
+            source,
+            "-o",
+            "results.jsonl",
+            "--overwrite",
+            "-m",
+            where.models[0],
+            "--concurrency",
+            "64",
+            "--rpm",
+            "12000" if where.fake else "500",
+        ]
         if where.api_base:
             command += ["--api-base", where.api_base]
         code = subprocess.run(command, env={**os.environ, "OPENAI_API_KEY": where.api_key or ""}).returncode

@@ -14,13 +14,13 @@ def prompts(n: int) -> list[str]:
     return [f"bench prompt {i}" for i in range(n)]
 
 
-async def raw_aiohttp(url: str, n: int, concurrency: int, timeout: float) -> tuple[int, int]:
+async def raw_aiohttp(url: str, n: int, concurrency: int, timeout_s: float) -> tuple[int, int]:
     import aiohttp
 
     semaphore = asyncio.Semaphore(concurrency)
     ok = failed = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
 
         async def one(prompt: str) -> None:
             nonlocal ok, failed
@@ -42,10 +42,10 @@ async def raw_aiohttp(url: str, n: int, concurrency: int, timeout: float) -> tup
     return ok, failed
 
 
-async def openai_sdk(url: str, n: int, concurrency: int, timeout: float) -> tuple[int, int]:
+async def openai_sdk(url: str, n: int, concurrency: int, timeout_s: float) -> tuple[int, int]:
     import openai
 
-    client = openai.AsyncOpenAI(base_url=url, api_key="k", max_retries=5, timeout=timeout)
+    client = openai.AsyncOpenAI(base_url=url, api_key="k", max_retries=5, timeout=timeout_s)
     semaphore = asyncio.Semaphore(concurrency)
     ok = failed = 0
 
@@ -63,7 +63,7 @@ async def openai_sdk(url: str, n: int, concurrency: int, timeout: float) -> tupl
     return ok, failed
 
 
-async def litellm_recipe(url: str, n: int, concurrency: int, timeout: float) -> tuple[int, int]:
+async def litellm_recipe(url: str, n: int, concurrency: int, timeout_s: float) -> tuple[int, int]:
     import litellm
 
     litellm.suppress_debug_info = True
@@ -78,7 +78,7 @@ async def litellm_recipe(url: str, n: int, concurrency: int, timeout: float) -> 
                     model="openai/fake",
                     api_base=url,
                     api_key="k",
-                    timeout=timeout,
+                    timeout=timeout_s,
                     num_retries=3,
                     messages=[{"role": "user", "content": prompt}],
                 )

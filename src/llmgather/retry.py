@@ -27,7 +27,7 @@ class RetryPolicy:
     """
 
     max_retries: int = 5
-    base_s: float = 0.5
+    base_s: float = 0.25
     max_wait_s: float = 30.0
     deadline_s: float | None = 600.0
 

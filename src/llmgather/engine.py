@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from llmgather.backends.base import Backend
@@ -113,7 +113,6 @@ class Engine:
         self._timeout_s = timeout_s
         self._cost = cost
         self._limiter = limiter or Limiter(self.limits.rpm, self.limits.tpm, clock=clock, sleep=sleep)
-        self._count_tokens = self.limits.tpm is not None
         self._estimator = TokenEstimator()
         self._rng = rng or random.Random()
         self._clock = clock
@@ -225,26 +224,37 @@ class Engine:
 
     async def _attempt(self, request: Request) -> tuple[Response, float]:
         """One attempt, after admission. Returns the response and how long the provider took to give it."""
-        tokens = self._estimator.estimate(request) if self._count_tokens else 0
+        limiter = self._limiter
         async with self._inflight:
-            await self._limiter.admit(tokens)
-            if self._stopping:  # stopped while this request waited for its slot: leave it for a resume
-                self._limiter.settle(tokens, 0)
-                raise _Halted
-            self._tally.in_flight += 1
-            sent_at = self._clock()
+            await limiter.known()
+            tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
+            await limiter.admit(tokens)
+            headers: Mapping[str, str] = {}
+            ok = False
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    response = await self.backend.send(request)
-            except Exception as exc:
-                self._limiter.settle(tokens, 0)
-                raise _FailedAttempt(self._classify(exc), self._clock() - sent_at) from exc
+                if self._stopping:  # stopped while this request waited for its slot: leave it for a resume
+                    raise _Halted
+                self._tally.in_flight += 1
+                sent_at = self._clock()
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        response = await self.backend.send(request)
+                except Exception as exc:
+                    error = self._classify(exc)
+                    headers = error.headers
+                    raise _FailedAttempt(error, self._clock() - sent_at) from exc
+                finally:
+                    self._tally.in_flight -= 1
+                headers, ok = response.headers, True
             finally:
-                self._tally.in_flight -= 1
+                # Every admitted attempt reports back, cancelled ones too: the first one may be the probe.
+                limiter.observe(headers, ok=ok)
+                if not ok and tokens:
+                    limiter.settle(tokens, 0)
         latency_s = self._clock() - sent_at
-        if self._count_tokens:
+        if tokens:
             usage = response.usage
-            self._limiter.settle(tokens, usage.total_tokens if usage is not None else tokens)
+            limiter.settle(tokens, usage.total_tokens if usage is not None else tokens)
         return response, latency_s
 
     def _classify(self, exc: Exception) -> RequestError:
@@ -253,8 +263,7 @@ class Engine:
             return RequestTimeout(f"no answer within {self._timeout_s:g} s")
         if isinstance(exc, RateLimitError):
             self._tally.rate_limited += 1
-            if exc.retry_after is not None:
-                self._limiter.cool_down(exc.retry_after)
+            self._limiter.on_rate_limited(exc.retry_after)
             return exc
         if isinstance(exc, RequestError):
             return exc

@@ -20,6 +20,8 @@ Backends translate what their provider says into these, in one place each.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class Error(Exception):
     """Base of every error llmgather raises."""
@@ -51,12 +53,15 @@ class RequestError(Error):
         status: int | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        # What the provider said about its limits, so that a 429 teaches the limiter too.
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
 
     @property
     def type_name(self) -> str:
@@ -108,7 +113,12 @@ _QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "quota_excee
 
 
 def error_for_status(
-    status: int, message: str, *, code: str | None = None, retry_after: float | None = None
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    retry_after: float | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> RequestError:
     """Map an HTTP answer onto the taxonomy: the one place that knows what a status means."""
     kind: type[RequestError]
@@ -122,4 +132,4 @@ def error_for_status(
         kind = ServerError
     else:
         kind = PermanentError
-    return kind(message, status=status, code=code, retry_after=retry_after)
+    return kind(message, status=status, code=code, retry_after=retry_after, headers=headers)

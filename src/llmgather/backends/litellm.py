@@ -79,7 +79,7 @@ class LiteLLMBackend:
         response = getattr(exc, "response", None)
         headers: Mapping[str, str] = getattr(response, "headers", None) or {}
         code = "insufficient_quota" if status == 429 and "insufficient_quota" in message else None
-        return error_for_status(status, message, code=code, retry_after=parse_retry_after(headers))
+        return error_for_status(status, message, code=code, retry_after=parse_retry_after(headers), headers=headers)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text

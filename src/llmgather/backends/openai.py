@@ -70,7 +70,8 @@ class OpenAIBackend:
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> RequestError:
         message, code = _error_details(raw)
-        return error_for_status(status, self._redact(message), code=code, retry_after=parse_retry_after(headers))
+        retry_after = parse_retry_after(headers)
+        return error_for_status(status, self._redact(message), code=code, retry_after=retry_after, headers=headers)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text

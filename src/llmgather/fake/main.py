@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
     parser.add_argument("--model", action="append", default=[], help="known model (repeatable); others get 404")
     parser.add_argument("--quota", type=int, default=None, help="after this many answers, 429 insufficient_quota")
     parser.add_argument("--completion-tokens", type=int, default=16, help="tokens in each answer (default 16)")
+    parser.add_argument(
+        "--no-limit-headers", action="store_true", help="send no x-ratelimit-* headers (like many local servers)"
+    )
     parser.add_argument("--log", default=None, help="append one JSON line per request to this file")
     args = parser.parse_args(argv)
     config = FakeConfig(
@@ -46,6 +49,7 @@ def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
         quota=args.quota,
         completion_tokens=args.completion_tokens,
         log_path=args.log,
+        limit_headers=not args.no_limit_headers,
     )
     return config, args.host, args.port
 

@@ -45,6 +45,7 @@ class FakeConfig:
     quota: int | None = None
     completion_tokens: int = 16
     log_path: str | None = None
+    limit_headers: bool = True
 
 
 def prompt_text(messages: list[dict[str, Any]]) -> str:
@@ -314,6 +315,8 @@ class FakeProvider:
     def _limit_headers(self) -> dict[str, str]:
         now = time.monotonic()
         headers: dict[str, str] = {}
+        if not self.config.limit_headers:
+            return headers
         for name, limit in (("requests", self._requests), ("tokens", self._tokens)):
             if limit is None:
                 continue

@@ -1,9 +1,10 @@
-"""An exact weighted token bucket, pure and clock-injected.
+"""A weighted token bucket: pure arithmetic on an injected clock; the limiter does the waiting.
 
-Reservation style (GCRA): `reserve(n)` books n units at once and says how long to wait before using
-them. The level may go below zero: that debt is what later arrivals wait out, so waiters are served
-strictly in arrival order and nothing polls. A request larger than the whole capacity is not refused:
-it is booked like any other and waits until the bucket has refilled enough to pay for it.
+`rate_per_s` units flow in; at most `capacity` are kept while nobody waits. A request takes its amount
+once the level covers all of it ("pay before"), which is how providers count: a request's tokens are
+counted against the window it arrives in. While a request waits, the bucket may fill up to its amount
+plus the capacity, so a request larger than the capacity is not refused, and a waiter let in a little
+late loses nothing to the cap. Over any window of W seconds, at most rate * W + capacity units go.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 
 class TokenBucket:
-    __slots__ = ("_capacity", "_clock", "_level", "_rate", "_updated")
+    __slots__ = ("_capacity", "_ceiling", "_clock", "_level", "_rate", "_updated")
 
     def __init__(self, rate_per_s: float, capacity: float, *, clock: Callable[[], float] = time.monotonic):
         if rate_per_s <= 0 or capacity <= 0:
@@ -21,6 +22,7 @@ class TokenBucket:
         self._rate = rate_per_s
         self._capacity = capacity
         self._clock = clock
+        self._ceiling = capacity
         self._level = capacity
         self._updated = clock()
 
@@ -36,34 +38,43 @@ class TokenBucket:
         self._refill()
         return self._level
 
-    def reserve(self, amount: float) -> float:
-        """Book `amount` now; return the seconds to wait before it may be used (0.0: at once)."""
+    def wait_for(self, amount: float) -> float:
+        """Seconds until `amount` may be taken (0.0: now). From now on the bucket fills far enough for it."""
+        self._refill()
+        self._ceiling = max(self._ceiling, amount + self._capacity)
+        missing = amount - self._level
+        # A shortfall of rounding error is no shortfall: waiting it out could not move a clock of float seconds.
+        return 0.0 if missing <= 1e-9 * self._capacity else missing / self._rate
+
+    def take(self, amount: float) -> None:
+        """Take `amount`; call when `wait_for(amount)` is 0."""
         self._refill()
         self._level -= amount
-        return 0.0 if self._level >= 0 else -self._level / self._rate
+        self._ceiling = self._capacity
+        self._level = min(self._level, self._capacity)
 
     def refund(self, amount: float) -> None:
-        """Give back units booked but not used (a cancelled wait, an over-estimate)."""
+        """Give back units taken but not used (an over-estimate, a request never sent)."""
         self._refill()
         self._level = min(self._capacity, self._level + amount)
 
     def charge(self, amount: float) -> None:
-        """Take units used beyond what was booked (an under-estimate); they are waited out by later arrivals."""
+        """Take units used beyond what was taken (an under-estimate): later requests wait them out."""
         self._refill()
         self._level -= amount
 
-    def set_rate(self, rate_per_s: float, capacity: float | None = None) -> None:
+    def set_rate(self, rate_per_s: float, capacity: float) -> None:
         self._refill()
         self._rate = rate_per_s
-        if capacity is not None:
-            self._capacity = capacity
-            self._level = min(self._level, capacity)
+        self._capacity = capacity
+        self._ceiling = max(self._ceiling - self._capacity + capacity, capacity)
+        self._level = min(self._level, self._ceiling)
 
     def _refill(self) -> None:
         now = self._clock()
         elapsed = now - self._updated
         if elapsed > 0:
-            self._level = min(self._capacity, self._level + elapsed * self._rate)
+            self._level = min(self._ceiling, self._level + elapsed * self._rate)
             self._updated = now
 
     def __repr__(self) -> str:

@@ -1,19 +1,39 @@
-"""Admission for one endpoint and model: a request budget, a token budget, one shared cool-down."""
+"""Admission for one endpoint and model: a request budget, a token budget, one shared cool-down.
+
+The budgets pace at the user's limits, or at what the provider's headers announce, or, when neither is
+known, at what its 429s teach (see `adaptive`). With no limit given, one request goes first: its answer's
+headers say what the limits are, where a blind burst of `concurrency` requests would be a burst of 429s.
+With a token budget, the same first answer says how long completions run, for estimating the rest.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from llmgather.limits.adaptive import Aimd, limits_from_headers
 from llmgather.limits.bucket import TokenBucket
 
 # Pace a little under the limit: providers enforce per-minute limits over short windows too (OpenAI
 # quantizes to the second), and arrival times jitter on the way, so pacing at 100% trips the limit.
-HEADROOM = 0.97
-# How much may be saved up while idle, in seconds of rate: small, for the same reason.
-BURST_S = 0.02
+HEADROOM = 0.975
+# How much may be saved up while idle, in seconds of rate: small, so that a second's rate plus this
+# burst stays inside the headroom (97.5% + 0.5% of the limit over any second).
+BURST_S = 0.005
+# A burst of 429s from one moment is one signal, not many: step down at most this often.
+DECREASE_EVERY_S = 1.0
+SEND_RATE_WINDOW_S = 10.0
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    tokens: int
+    admitted: asyncio.Future[None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +55,14 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class LimiterStats:
     rpm_limit: float | None
+    """The ceiling: the user's limit or the provider's announced one, whichever is lower."""
     tpm_limit: float | None
+    rpm_pace: float | None
+    """What requests are paced at now, per minute (under the ceiling after a 429)."""
+    tpm_pace: float | None
     waiting: int
     cool_downs: int
     cooling_for_s: float
-
-
-def _bucket(per_minute: float | None, clock: Callable[[], float]) -> TokenBucket | None:
-    if per_minute is None:
-        return None
-    rate = per_minute / 60.0 * HEADROOM
-    return TokenBucket(rate, max(1.0, rate * BURST_S), clock=clock)
 
 
 class Limiter:
@@ -54,45 +71,162 @@ class Limiter:
         rpm: float | None = None,
         tpm: float | None = None,
         *,
+        learn: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self._rpm = rpm
-        self._tpm = tpm
-        self._requests = _bucket(rpm, clock)
-        self._tokens = _bucket(tpm, clock)
+        self._learn = learn
+        self._request_rate = Aimd(rpm)
+        self._token_rate = Aimd(tpm)
+        self._requests: TokenBucket | None = None
+        self._tokens: TokenBucket | None = None
+        self._apply_rates()
         self._resume_at = 0.0
-        self._waiting = 0
         self._cool_downs = 0
+        self._last_decrease = -math.inf
+        self._last_429 = -math.inf
+        self._last_growth = clock()
+        self._sent: deque[float] = deque()
+        self._queue: deque[_Waiter] = deque()
+        self._waker: asyncio.Task[None] | None = None
+        # One request goes first when its answer is needed before the rest may be paced: the limits were
+        # not given, or a token budget needs to know how long completions typically are.
+        self._probing = (learn and rpm is None and tpm is None) or tpm is not None
+        self._probe_sent = False
+        self._probe_answered = asyncio.Event()
 
     @property
-    def unlimited(self) -> bool:
-        return self._requests is None and self._tokens is None and self._resume_at == 0.0
+    def counts_tokens(self) -> bool:
+        """Whether requests must say their token estimate: only when a token budget is in force."""
+        return self._tokens is not None
+
+    async def known(self) -> None:
+        """Wait, if no limits were given, until the first answer has said what they are."""
+        if self._probing:
+            await self._wait_for_probe()
 
     async def admit(self, tokens: int) -> None:
-        """Wait until one request of about `tokens` tokens may be sent."""
-        if self.unlimited:
+        """Wait until one request of about `tokens` tokens may be sent. Waiters are admitted in arrival order.
+
+        Call `known()` first and count `tokens` after it: whether tokens are budgeted may be learned there.
+        """
+        if not self._queue and self._can_take(tokens):
+            self._take(tokens)
             return
-        self._waiting += 1
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = _Waiter(tokens, admitted)
+        self._queue.append(entry)
+        self._wake()
         try:
-            while True:
-                await self._wait_out_cool_down()
-                wait = self._book(tokens)
-                if wait <= 0:
-                    return
-                try:
-                    await self._sleep(wait)
-                except BaseException:
-                    self._unbook(tokens)
-                    raise
-                if self._clock() >= self._resume_at:
-                    return
-                # A 429 arrived while we waited: hand the booking back and queue behind the cool-down.
-                self._unbook(tokens)
-        finally:
-            self._waiting -= 1
+            await admitted
+        except BaseException:
+            if admitted.done() and not admitted.cancelled():
+                self._give_back(tokens)  # admitted and cancelled at the same moment: it was never sent
+            self._forget(entry)
+            raise
+
+    def _can_take(self, tokens: int) -> bool:
+        if self._resume_at > self._clock():
+            return False
+        if self._requests is not None and self._requests.wait_for(1) > 0:
+            return False
+        return self._tokens is None or self._tokens.wait_for(tokens) == 0
+
+    def _take(self, tokens: int) -> None:
+        if self._requests is not None:
+            self._requests.take(1)
+        if self._tokens is not None:
+            self._tokens.take(tokens)
+        self._note_sent()
+
+    def _give_back(self, tokens: int) -> None:
+        if self._requests is not None:
+            self._requests.refund(1)
+        if self._tokens is not None:
+            self._tokens.refund(tokens)
+
+    def _delay(self, tokens: int) -> float:
+        delay = self._resume_at - self._clock()
+        if self._requests is not None:
+            delay = max(delay, self._requests.wait_for(1))
+        if self._tokens is not None:
+            delay = max(delay, self._tokens.wait_for(tokens))
+        return max(0.0, delay)
+
+    def _admit_ready(self) -> None:
+        """Let in every waiter at the head of the queue that the budgets now allow."""
+        queue = self._queue
+        while queue:
+            head = queue[0]
+            if head.admitted.done():
+                queue.popleft()
+                continue
+            if not self._can_take(head.tokens):
+                return
+            queue.popleft()
+            self._take(head.tokens)
+            head.admitted.set_result(None)
+
+    def _wake(self) -> None:
+        """Make sure one waker runs while anyone waits; it sleeps exactly until the head may go."""
+        self._admit_ready()
+        if self._queue and (self._waker is None or self._waker.done()):
+            self._waker = asyncio.get_running_loop().create_task(self._run_waker())
+
+    async def _run_waker(self) -> None:
+        while self._queue:
+            await self._sleep(self._delay(self._queue[0].tokens))
+            self._admit_ready()
+
+    def _forget(self, entry: _Waiter) -> None:
+        with contextlib.suppress(ValueError):
+            self._queue.remove(entry)
+        if not self._queue and self._waker is not None:
+            self._waker.cancel()  # nobody left to wake: leave no task behind
+            self._waker = None
+
+    def observe(self, headers: Mapping[str, str], *, ok: bool) -> None:
+        """An attempt ended: learn what its answer's headers announce; a clean answer lets the rate grow."""
+        if self._learn and headers:
+            announced = limits_from_headers(headers)
+            if announced is not None:
+                if announced.rpm is not None:
+                    self._request_rate.learn(announced.rpm)
+                if announced.tpm is not None:
+                    self._token_rate.learn(announced.tpm)
+        if ok:
+            now = self._clock()
+            clean_s = now - max(self._last_growth, self._last_decrease)
+            if clean_s > 0.05:  # grow in small steps, not on every answer
+                self._request_rate.increase(clean_s)
+                self._token_rate.increase(clean_s)
+                self._last_growth = now
+        self._apply_rates()
+        if self._queue:
+            self._wake()
+        if self._probing:
+            self._probing = False
+            self._probe_answered.set()
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """A 429: hold every request until Retry-After passes, and step the rates down."""
+        if retry_after is not None:
+            self.cool_down(retry_after)
+        now = self._clock()
+        previous, self._last_429 = self._last_429, now
+        if now - self._last_decrease < DECREASE_EVERY_S:
+            return
+        if self._request_rate.ceiling is not None and now - previous > DECREASE_EVERY_S:
+            # Under a known limit a lone 429 is arrival jitter at the edge of the window: the cool-down
+            # is enough. 429s that come again within a second mean the limit is not all ours.
+            return
+        self._last_decrease = now
+        self._request_rate.decrease(self._sent_per_minute(now))
+        if self._token_rate.rate is not None:
+            self._token_rate.decrease(self._token_rate.rate)
+        self._apply_rates()
 
     def settle(self, estimated: int, actual: int) -> None:
         """Correct a token booking once the provider has said what the request really used."""
@@ -100,40 +234,65 @@ class Limiter:
             return
         if actual < estimated:
             self._tokens.refund(estimated - actual)
+            if self._queue:
+                self._wake()
         else:
             self._tokens.charge(actual - estimated)
 
     def cool_down(self, seconds: float) -> None:
         """Hold every request to this endpoint and model until `seconds` from now (one shared wait)."""
-        resume_at = self._clock() + seconds
+        now = self._clock()
+        resume_at = now + seconds
         if resume_at > self._resume_at:
-            if self._clock() >= self._resume_at:
+            if now >= self._resume_at:
                 self._cool_downs += 1
             self._resume_at = resume_at
 
     def stats(self) -> LimiterStats:
         return LimiterStats(
-            rpm_limit=self._rpm,
-            tpm_limit=self._tpm,
-            waiting=self._waiting,
+            rpm_limit=self._request_rate.ceiling,
+            tpm_limit=self._token_rate.ceiling,
+            rpm_pace=self._request_rate.rate,
+            tpm_pace=self._token_rate.rate,
+            waiting=len(self._queue),
             cool_downs=self._cool_downs,
             cooling_for_s=max(0.0, self._resume_at - self._clock()),
         )
 
-    async def _wait_out_cool_down(self) -> None:
-        while (remaining := self._resume_at - self._clock()) > 0:
-            await self._sleep(remaining)
+    async def _wait_for_probe(self) -> None:
+        while self._probing:
+            if not self._probe_sent:
+                self._probe_sent = True
+                return
+            await self._probe_answered.wait()
 
-    def _book(self, tokens: int) -> float:
-        wait = 0.0
-        if self._requests is not None:
-            wait = self._requests.reserve(1)
-        if self._tokens is not None:
-            wait = max(wait, self._tokens.reserve(tokens))
-        return wait
+    def _apply_rates(self) -> None:
+        self._requests = _paced(self._requests, self._request_rate.rate, self._clock)
+        self._tokens = _paced(self._tokens, self._token_rate.rate, self._clock)
 
-    def _unbook(self, tokens: int) -> None:
-        if self._requests is not None:
-            self._requests.refund(1)
-        if self._tokens is not None:
-            self._tokens.refund(tokens)
+    def _note_sent(self) -> None:
+        # Only needed to know where to step down from when a 429 comes before any rate is known.
+        if self._request_rate.rate is None:
+            now = self._clock()
+            self._sent.append(now)
+            while self._sent[0] < now - SEND_RATE_WINDOW_S:
+                self._sent.popleft()
+
+    def _sent_per_minute(self, now: float) -> float:
+        if len(self._sent) < 2:
+            return float(len(self._sent)) * 60.0
+        span = max(1.0, now - self._sent[0])
+        return len(self._sent) / span * 60.0
+
+
+def _paced(bucket: TokenBucket | None, per_minute: float | None, clock: Callable[[], float]) -> TokenBucket | None:
+    """The bucket for a per-minute rate: made, retuned, or dropped as the rate comes and goes."""
+    if per_minute is None:
+        return None
+    rate = per_minute / 60.0 * HEADROOM
+    capacity = max(1.0, rate * BURST_S)
+    if bucket is None:
+        return TokenBucket(rate, capacity, clock=clock)
+    if bucket.rate_per_s != rate:
+        bucket.set_rate(rate, capacity)
+    return bucket

@@ -1,0 +1,101 @@
+"""Learning a provider's limits: from its rate-limit headers, and from its 429s when it sends none.
+
+Pure: no clock of its own and no I/O. The limiter feeds it what happened and paces to what it says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Per minute, as OpenAI (`x-ratelimit-*`) and Anthropic (`anthropic-ratelimit-*`) publish them.
+_REQUEST_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "anthropic-ratelimit-requests-limit")
+_TOKEN_LIMIT_HEADERS = (
+    "x-ratelimit-limit-tokens",
+    "anthropic-ratelimit-tokens-limit",
+    "anthropic-ratelimit-input-tokens-limit",
+)
+
+# On a 429 the rate steps down to this share of itself. Under a known ceiling a 429 is most likely
+# jitter or another client on the same key, so the step is small; with nothing known it is larger.
+DECREASE_UNDER_CEILING = 0.9
+DECREASE = 0.7
+# While answers are clean the rate grows back by this share of the ceiling (or of itself, with no
+# ceiling) per second, whatever the request rate: a step down is won back in about a second.
+RECOVERY_PER_S = 0.1
+# Never pace slower than this many requests a minute, whatever the 429s say.
+FLOOR_PER_MINUTE = 6.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderLimits:
+    rpm: float | None
+    tpm: float | None
+
+
+def limits_from_headers(headers: Mapping[str, str]) -> ProviderLimits | None:
+    """The per-minute limits a provider announced, or None when its answer said nothing of them."""
+    rpm = _first_number(headers, _REQUEST_LIMIT_HEADERS)
+    tpm = _first_number(headers, _TOKEN_LIMIT_HEADERS)
+    if rpm is None and tpm is None:
+        return None
+    return ProviderLimits(rpm, tpm)
+
+
+def _first_number(headers: Mapping[str, str], names: tuple[str, ...]) -> float | None:
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if number > 0:
+                return number
+    return None
+
+
+class Aimd:
+    """The per-minute rate to pace at: additive increase while answers are clean, multiplicative decrease on 429.
+
+    The ceiling is the lower of the user's limit and the provider's announced one; learning never goes
+    above it. With no ceiling and no rate yet, there is nothing to pace: `rate` is None until a 429.
+    """
+
+    __slots__ = ("_provider", "_user", "rate")
+
+    def __init__(self, user_limit: float | None) -> None:
+        self._user = user_limit
+        self._provider: float | None = None
+        self.rate: float | None = user_limit
+
+    @property
+    def ceiling(self) -> float | None:
+        if self._user is None:
+            return self._provider
+        return self._user if self._provider is None else min(self._user, self._provider)
+
+    def learn(self, provider_limit: float) -> None:
+        """The provider announced its limit: pace to it (under the user's), unless a 429 has us below it."""
+        was_at_ceiling = self.rate is None or self.rate >= (self.ceiling or 0.0)
+        self._provider = provider_limit
+        ceiling = self.ceiling
+        assert ceiling is not None
+        if was_at_ceiling or self.rate is None or self.rate > ceiling:
+            self.rate = ceiling
+
+    def decrease(self, observed_per_minute: float) -> None:
+        """A 429: step down from the current rate, or from what was being sent if no rate was set."""
+        base = self.rate if self.rate is not None else observed_per_minute
+        factor = DECREASE_UNDER_CEILING if self.ceiling is not None else DECREASE
+        self.rate = max(FLOOR_PER_MINUTE, base * factor)
+
+    def increase(self, clean_s: float) -> None:
+        """`clean_s` seconds passed with clean answers: win some rate back, never above the ceiling."""
+        if self.rate is None or clean_s <= 0:
+            return
+        ceiling = self.ceiling
+        if ceiling is None:
+            self.rate *= 1.0 + RECOVERY_PER_S * min(clean_s, 1.0)
+        elif self.rate < ceiling:
+            self.rate = min(ceiling, self.rate + ceiling * RECOVERY_PER_S * clean_s)

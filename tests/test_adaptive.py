@@ -1,0 +1,119 @@
+"""Learning limits, on a fake clock: headers, AIMD, the probe, one step down per burst of 429s."""
+
+from __future__ import annotations
+
+import asyncio
+
+from test_bucket import FakeClock
+
+from llmgather.limits import Limiter
+from llmgather.limits.adaptive import DECREASE, DECREASE_UNDER_CEILING, Aimd, ProviderLimits, limits_from_headers
+
+OPENAI = {
+    "x-ratelimit-limit-requests": "6000",
+    "x-ratelimit-limit-tokens": "400000",
+    "x-ratelimit-remaining-requests": "5999",
+    "x-ratelimit-reset-requests": "10ms",
+}
+
+
+def test_limits_are_read_from_openai_and_anthropic_headers() -> None:
+    assert limits_from_headers(OPENAI) == ProviderLimits(6000.0, 400000.0)
+    anthropic = {"anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-input-tokens-limit": "40000"}
+    assert limits_from_headers(anthropic) == ProviderLimits(50.0, 40000.0)
+    assert limits_from_headers({"content-type": "application/json"}) is None
+    assert limits_from_headers({"x-ratelimit-limit-requests": "lots"}) is None
+
+
+def test_the_user_limit_is_a_ceiling_learning_never_exceeds() -> None:
+    rate = Aimd(user_limit=1000)
+    rate.learn(6000)
+    assert rate.rate == 1000
+    for _ in range(100):
+        rate.increase(clean_s=1.0)
+    assert rate.rate == 1000
+    rate.learn(500)
+    assert rate.rate == 500 and rate.ceiling == 500
+
+
+def test_a_429_steps_down_and_clean_seconds_climb_back_to_the_ceiling() -> None:
+    rate = Aimd(user_limit=None)
+    rate.learn(6000)
+    rate.decrease(observed_per_minute=0)
+    assert rate.rate == 6000 * DECREASE_UNDER_CEILING
+    rate.increase(clean_s=0.5)
+    assert rate.rate is not None and 6000 * DECREASE_UNDER_CEILING < rate.rate < 6000
+    rate.increase(clean_s=0.5)
+    assert rate.rate == 6000
+
+
+def test_with_nothing_known_a_429_starts_pacing_below_what_was_sent() -> None:
+    rate = Aimd(user_limit=None)
+    assert rate.rate is None
+    rate.decrease(observed_per_minute=3000)
+    assert rate.rate == 3000 * DECREASE
+
+
+def test_the_first_request_goes_alone_until_its_answer_says_the_limits() -> None:
+    clock = FakeClock()
+    limiter = Limiter(clock=clock, sleep=clock.sleep)
+    admitted: list[int] = []
+
+    async def scenario() -> None:
+        async def one(n: int) -> None:
+            await limiter.known()
+            await limiter.admit(0)
+            admitted.append(n)
+
+        tasks = [asyncio.create_task(one(n)) for n in range(5)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert admitted == [0]
+        limiter.observe(OPENAI, ok=True)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    assert sorted(admitted) == [0, 1, 2, 3, 4]
+    assert limiter.stats().rpm_limit == 6000 and limiter.stats().tpm_limit == 400000
+    assert limiter.counts_tokens
+
+
+def test_learned_limits_pace_requests() -> None:
+    clock = FakeClock()
+    limiter = Limiter(clock=clock, sleep=clock.sleep)
+
+    async def admit_many() -> float:
+        await limiter.known()
+        await limiter.admit(0)
+        limiter.observe({"x-ratelimit-limit-requests": "600"}, ok=True)
+        start = clock.now
+        for _ in range(50):
+            await limiter.admit(0)
+        return clock.now - start
+
+    assert asyncio.run(admit_many()) >= 49 / 10.0
+
+
+def test_under_a_known_limit_a_lone_429_only_cools_down() -> None:
+    clock = FakeClock()
+    limiter = Limiter(rpm=6000, clock=clock, sleep=clock.sleep)
+    limiter.on_rate_limited(retry_after=0.5)
+    stats = limiter.stats()
+    assert stats.rpm_pace == 6000 and stats.cool_downs == 1 and stats.cooling_for_s == 0.5
+    clock.now += 5
+    limiter.on_rate_limited(retry_after=None)
+    assert limiter.stats().rpm_pace == 6000
+
+
+def test_repeated_429s_are_one_step_down_a_second() -> None:
+    clock = FakeClock()
+    limiter = Limiter(rpm=6000, clock=clock, sleep=clock.sleep)
+    for _ in range(20):
+        limiter.on_rate_limited(retry_after=0.5)
+    assert limiter.stats().rpm_pace == 6000 * DECREASE_UNDER_CEILING
+    clock.now += 0.5
+    limiter.on_rate_limited(retry_after=None)
+    assert limiter.stats().rpm_pace == 6000 * DECREASE_UNDER_CEILING
+    clock.now += 0.6
+    limiter.on_rate_limited(retry_after=None)
+    assert limiter.stats().rpm_pace == 6000 * DECREASE_UNDER_CEILING**2

@@ -1,0 +1,55 @@
+"""Runs against fake providers that enforce limits: every prompt succeeds, and the server counts few 429s."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+from conftest import FakeServer
+
+import llmgather
+from llmgather.fake import expected_content
+
+
+def run(server: FakeServer, prompts: list[str], **options: object) -> list[llmgather.Result]:
+    return llmgather.run(prompts, model="openai/fake", api_base=server.url, api_key="k", timeout=10.0, **options)
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["told-the-limit", "learning-from-headers"])
+def test_requests_per_minute(fake_server: Callable[..., FakeServer], told: bool) -> None:
+    server = fake_server("--rpm", "3000", "--latency", "0.05")
+    prompts = [f"paced {i}" for i in range(300)]
+    results = run(server, prompts, concurrency=60, **({"rpm": 3000} if told else {}))
+    assert [r.content for r in results] == [expected_content(p) for p in prompts]
+    stats = server.stats()
+    allowed = 3 if told else 9  # 1% and 3% of 300
+    assert stats["rate_limited"] <= allowed, stats
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["told-the-limit", "learning-from-headers"])
+def test_tokens_per_minute(fake_server: Callable[..., FakeServer], told: bool) -> None:
+    server = fake_server("--tpm", "150000", "--rpm", "100000")
+    rng = random.Random(4)
+    prompts = ["x" * rng.randint(40, 1000) + f" {i}" for i in range(200)]
+    results = run(server, prompts, concurrency=50, **({"tpm": 150000, "rpm": 100000} if told else {}))
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+    stats = server.stats()
+    assert stats["rate_limited"] <= (2 if told else 6), stats
+
+
+def test_without_headers_429s_teach_the_rate(fake_server: Callable[..., FakeServer]) -> None:
+    # A provider that announces nothing: only its 429s (with Retry-After) say where the limit is.
+    server = fake_server("--rpm", "1200", "--latency", "0.02", "--no-limit-headers")
+    prompts = [f"quiet {i}" for i in range(150)]
+    results = run(server, prompts, concurrency=40)
+    assert all(r.ok for r in results)
+    assert server.stats()["rate_limited"] < 60
+
+
+def test_an_exhausted_quota_stops_the_run(fake_server: Callable[..., FakeServer]) -> None:
+    server = fake_server("--quota", "5")
+    with pytest.raises(llmgather.RunStopped) as stopped:
+        run(server, [f"q{i}" for i in range(500)], concurrency=4)
+    assert isinstance(stopped.value.cause, llmgather.QuotaExceededError)
+    assert server.stats()["requests"] <= 5 + 4

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmgather.limits import Limiter, TokenBucket
+from llmgather.limits.limiter import HEADROOM
 
 
 class FakeClock:
@@ -65,7 +66,7 @@ def test_admitted_amount_never_exceeds_rate_times_window_plus_one_burst(
 
 def test_waiters_are_admitted_in_order_and_as_soon_as_the_bucket_allows() -> None:
     clock = FakeClock()
-    limiter = Limiter(rpm=600, learn=False, clock=clock, sleep=clock.sleep)  # 9.8 a second under the headroom
+    limiter = Limiter(rpm=600, learn=False, clock=clock, sleep=clock.sleep)
     order: list[tuple[int, float]] = []
 
     async def scenario() -> None:
@@ -78,7 +79,7 @@ def test_waiters_are_admitted_in_order_and_as_soon_as_the_bucket_allows() -> Non
     start = clock.now
     asyncio.run(scenario())
     assert [n for n, _ in order] == list(range(30))
-    rate = 600 / 60 * 0.98
+    rate = 600 / 60 * HEADROOM
     for index, (_, at) in enumerate(order[1:], start=1):
         assert abs((at - start) - index / rate) < 1e-6
 

@@ -228,7 +228,7 @@ class Engine:
         async with self._inflight:
             await limiter.known()
             tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
-            await limiter.admit(tokens)
+            ticket = await limiter.admit(tokens)
             headers: Mapping[str, str] = {}
             ok = False
             try:
@@ -249,12 +249,10 @@ class Engine:
             finally:
                 # Every admitted attempt reports back, cancelled ones too: the first one may be the probe.
                 limiter.observe(headers, ok=ok)
-                if not ok and tokens:
-                    limiter.settle(tokens, 0)
+                if not ok:
+                    limiter.settle(ticket, 0)
         latency_s = self._clock() - sent_at
-        if tokens:
-            usage = response.usage
-            limiter.settle(tokens, usage.total_tokens if usage is not None else tokens)
+        limiter.settle(ticket, _counted_tokens(request, response, tokens))
         return response, latency_s
 
     def _classify(self, exc: Exception) -> RequestError:
@@ -342,6 +340,15 @@ class Engine:
             limiter=self._limiter.stats(),
             stopped_by=self.fatal.type_name if self.fatal is not None else None,
         )
+
+
+def _counted_tokens(request: Request, response: Response, estimate: int) -> int:
+    """The tokens a provider counts against its limit: the prompt, and the completion budget if one was set."""
+    usage = response.usage
+    if usage is None:
+        return estimate
+    budget = request.completion_budget()
+    return usage.prompt_tokens + (budget if budget is not None else usage.completion_tokens)
 
 
 async def _each(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:

@@ -18,22 +18,35 @@ from dataclasses import dataclass
 
 from llmgather.limits.adaptive import Aimd, limits_from_headers
 from llmgather.limits.bucket import TokenBucket
+from llmgather.limits.window import SlidingWindow, WindowEntry
 
-# Pace a little under the limit: providers enforce per-minute limits over short windows too (OpenAI
-# quantizes to the second), and arrival times jitter on the way, so pacing at 100% trips the limit.
-HEADROOM = 0.975
-# How much may be saved up while idle, in seconds of rate: small, so that a second's rate plus this
-# burst stays inside the headroom (97.5% + 0.5% of the limit over any second).
-BURST_S = 0.005
+# Requests arrive at the provider a little after we let them go, and not all equally late. The one-second
+# window (see `window`) therefore remembers what went for this much longer than a second, so that nothing
+# the provider still counts has left it; it may hold the whole per-second limit.
+ARRIVAL_SLACK_S = 0.02
+# The bucket paces under the limit by as much, so that the window seldom has to hold anyone back.
+HEADROOM = 1.0 / (1.0 + ARRIVAL_SLACK_S)
+# The bucket keeps the pace over minutes and spreads requests out; the window keeps every second exact.
+# So the bucket may save up a little, in seconds of rate, to use what a held-back second left over.
+BURST_S = 0.25
 # A burst of 429s from one moment is one signal, not many: step down at most this often.
 DECREASE_EVERY_S = 1.0
 SEND_RATE_WINDOW_S = 10.0
 
 
+@dataclass(slots=True)
+class Ticket:
+    """One admitted request, kept to settle its booking once the provider has answered."""
+
+    tokens: int
+    request_entry: WindowEntry | None = None
+    token_entry: WindowEntry | None = None
+
+
 @dataclass(slots=True, eq=False)
 class _Waiter:
     tokens: int
-    admitted: asyncio.Future[None]
+    admitted: asyncio.Future[Ticket]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +95,8 @@ class Limiter:
         self._token_rate = Aimd(tpm)
         self._requests: TokenBucket | None = None
         self._tokens: TokenBucket | None = None
+        self._request_window: SlidingWindow | None = None
+        self._token_window: SlidingWindow | None = None
         self._apply_rates()
         self._resume_at = 0.0
         self._cool_downs = 0
@@ -107,45 +122,41 @@ class Limiter:
         if self._probing:
             await self._wait_for_probe()
 
-    async def admit(self, tokens: int) -> None:
+    async def admit(self, tokens: int) -> Ticket:
         """Wait until one request of about `tokens` tokens may be sent. Waiters are admitted in arrival order.
 
         Call `known()` first and count `tokens` after it: whether tokens are budgeted may be learned there.
+        Hand the ticket to `settle` once the attempt is over.
         """
         if not self._queue and self._can_take(tokens):
-            self._take(tokens)
-            return
-        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return self._take(tokens)
+        admitted: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
         entry = _Waiter(tokens, admitted)
         self._queue.append(entry)
         self._wake()
         try:
-            await admitted
+            return await admitted
         except BaseException:
             if admitted.done() and not admitted.cancelled():
-                self._give_back(tokens)  # admitted and cancelled at the same moment: it was never sent
+                self.settle(admitted.result(), 0)  # admitted and cancelled at once: it was never sent
             self._forget(entry)
             raise
 
     def _can_take(self, tokens: int) -> bool:
-        if self._resume_at > self._clock():
-            return False
-        if self._requests is not None and self._requests.wait_for(1) > 0:
-            return False
-        return self._tokens is None or self._tokens.wait_for(tokens) == 0
+        return self._delay(tokens) == 0.0
 
-    def _take(self, tokens: int) -> None:
+    def _take(self, tokens: int) -> Ticket:
+        ticket = Ticket(tokens)
         if self._requests is not None:
             self._requests.take(1)
         if self._tokens is not None:
             self._tokens.take(tokens)
+        if self._request_window is not None:
+            ticket.request_entry = self._request_window.add(1)
+        if self._token_window is not None:
+            ticket.token_entry = self._token_window.add(tokens)
         self._note_sent()
-
-    def _give_back(self, tokens: int) -> None:
-        if self._requests is not None:
-            self._requests.refund(1)
-        if self._tokens is not None:
-            self._tokens.refund(tokens)
+        return ticket
 
     def _delay(self, tokens: int) -> float:
         delay = self._resume_at - self._clock()
@@ -153,6 +164,10 @@ class Limiter:
             delay = max(delay, self._requests.wait_for(1))
         if self._tokens is not None:
             delay = max(delay, self._tokens.wait_for(tokens))
+        if self._request_window is not None:
+            delay = max(delay, self._request_window.wait_for(1))
+        if self._token_window is not None:
+            delay = max(delay, self._token_window.wait_for(tokens))
         return max(0.0, delay)
 
     def _admit_ready(self) -> None:
@@ -166,8 +181,7 @@ class Limiter:
             if not self._can_take(head.tokens):
                 return
             queue.popleft()
-            self._take(head.tokens)
-            head.admitted.set_result(None)
+            head.admitted.set_result(self._take(head.tokens))
 
     def _wake(self) -> None:
         """Make sure one waker runs while anyone waits; it sleeps exactly until the head may go."""
@@ -228,16 +242,21 @@ class Limiter:
             self._token_rate.decrease(self._token_rate.rate)
         self._apply_rates()
 
-    def settle(self, estimated: int, actual: int) -> None:
-        """Correct a token booking once the provider has said what the request really used."""
-        if self._tokens is None or actual == estimated:
-            return
-        if actual < estimated:
-            self._tokens.refund(estimated - actual)
-            if self._queue:
-                self._wake()
-        else:
-            self._tokens.charge(actual - estimated)
+    def settle(self, ticket: Ticket, actual: int) -> None:
+        """Correct a booking once the provider has answered: `actual` tokens counted, 0 if it refused the request."""
+        if actual == 0 and ticket.request_entry is not None and self._request_window is not None:
+            self._request_window.correct(ticket.request_entry, 0)
+        if ticket.token_entry is not None and self._token_window is not None:
+            self._token_window.correct(ticket.token_entry, actual)
+        if self._requests is not None and actual == 0:
+            self._requests.refund(1)
+        if self._tokens is not None and actual != ticket.tokens:
+            if actual < ticket.tokens:
+                self._tokens.refund(ticket.tokens - actual)
+            else:
+                self._tokens.charge(actual - ticket.tokens)
+        if self._queue:
+            self._wake()
 
     def cool_down(self, seconds: float) -> None:
         """Hold every request to this endpoint and model until `seconds` from now (one shared wait)."""
@@ -269,6 +288,8 @@ class Limiter:
     def _apply_rates(self) -> None:
         self._requests = _paced(self._requests, self._request_rate.rate, self._clock)
         self._tokens = _paced(self._tokens, self._token_rate.rate, self._clock)
+        self._request_window = _window(self._request_window, self._request_rate.rate, self._clock)
+        self._token_window = _window(self._token_window, self._token_rate.rate, self._clock)
 
     def _note_sent(self) -> None:
         # Only needed to know where to step down from when a 429 comes before any rate is known.
@@ -296,3 +317,13 @@ def _paced(bucket: TokenBucket | None, per_minute: float | None, clock: Callable
     if bucket.rate_per_s != rate:
         bucket.set_rate(rate, capacity)
     return bucket
+
+
+def _window(window: SlidingWindow | None, per_minute: float | None, clock: Callable[[], float]) -> SlidingWindow | None:
+    """The one-second log that keeps every second under the provider's quantized limit."""
+    if per_minute is None:
+        return None
+    if window is None:
+        return SlidingWindow(per_minute / 60.0, span_s=1.0 + ARRIVAL_SLACK_S, clock=clock)
+    window.limit = per_minute / 60.0
+    return window

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 
 
 def prompts(n: int) -> list[str]:
@@ -42,10 +43,8 @@ async def raw_aiohttp(url: str, n: int, concurrency: int, timeout_s: float) -> t
     return ok, failed
 
 
-async def openai_sdk(url: str, n: int, concurrency: int, timeout_s: float) -> tuple[int, int]:
-    import openai
-
-    client = openai.AsyncOpenAI(base_url=url, api_key="k", max_retries=5, timeout=timeout_s)
+async def under_semaphore(call: Callable[[str], Awaitable[object]], n: int, concurrency: int) -> tuple[int, int]:
+    """The usual recipe: every prompt at once under asyncio.gather, a semaphore bounding what is in flight."""
     semaphore = asyncio.Semaphore(concurrency)
     ok = failed = 0
 
@@ -53,41 +52,45 @@ async def openai_sdk(url: str, n: int, concurrency: int, timeout_s: float) -> tu
         nonlocal ok, failed
         async with semaphore:
             try:
-                await client.chat.completions.create(model="fake", messages=[{"role": "user", "content": prompt}])
+                await call(prompt)
                 ok += 1
             except Exception:
                 failed += 1
 
     await asyncio.gather(*(one(p) for p in prompts(n)))
-    await client.close()
     return ok, failed
+
+
+async def openai_sdk(url: str, n: int, concurrency: int, timeout_s: float) -> tuple[int, int]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key="k", max_retries=5, timeout=timeout_s)
+
+    def call(prompt: str) -> Awaitable[object]:
+        return client.chat.completions.create(model="fake", messages=[{"role": "user", "content": prompt}])
+
+    try:
+        return await under_semaphore(call, n, concurrency)
+    finally:
+        await client.close()
 
 
 async def litellm_recipe(url: str, n: int, concurrency: int, timeout_s: float) -> tuple[int, int]:
     import litellm
 
     litellm.suppress_debug_info = True
-    semaphore = asyncio.Semaphore(concurrency)
-    ok = failed = 0
 
-    async def one(prompt: str) -> None:
-        nonlocal ok, failed
-        async with semaphore:
-            try:
-                await litellm.acompletion(
-                    model="openai/fake",
-                    api_base=url,
-                    api_key="k",
-                    timeout=timeout_s,
-                    num_retries=3,
-                    messages=[{"role": "user", "content": prompt}],
-                )
-                ok += 1
-            except Exception:
-                failed += 1
+    def call(prompt: str) -> Awaitable[object]:
+        return litellm.acompletion(  # type: ignore[no-any-return]
+            model="openai/fake",
+            api_base=url,
+            api_key="k",
+            timeout=timeout_s,
+            num_retries=3,
+            messages=[{"role": "user", "content": prompt}],
+        )
 
-    await asyncio.gather(*(one(p) for p in prompts(n)))
-    return ok, failed
+    return await under_semaphore(call, n, concurrency)
 
 
 RECIPES = {"aiohttp": raw_aiohttp, "openai": openai_sdk, "litellm": litellm_recipe}

@@ -8,6 +8,7 @@ from test_bucket import FakeClock
 
 from llmgather.limits import Limiter
 from llmgather.limits.adaptive import DECREASE, DECREASE_UNDER_CEILING, Aimd, ProviderLimits, limits_from_headers
+from llmgather.limits.limiter import INITIAL_WINDOW
 
 OPENAI = {
     "x-ratelimit-limit-requests": "6000",
@@ -54,7 +55,7 @@ def test_with_nothing_known_a_429_starts_pacing_below_what_was_sent() -> None:
     assert rate.rate == 3000 * DECREASE
 
 
-def test_the_first_request_goes_alone_until_its_answer_says_the_limits() -> None:
+def test_until_the_first_answer_only_the_initial_window_goes() -> None:
     clock = FakeClock()
     limiter = Limiter(clock=clock, sleep=clock.sleep)
     admitted: list[int] = []
@@ -65,17 +66,35 @@ def test_the_first_request_goes_alone_until_its_answer_says_the_limits() -> None
             await limiter.admit(0)
             admitted.append(n)
 
-        tasks = [asyncio.create_task(one(n)) for n in range(5)]
+        tasks = [asyncio.create_task(one(n)) for n in range(INITIAL_WINDOW + 5)]
         for _ in range(5):
             await asyncio.sleep(0)
-        assert admitted == [0]
+        assert admitted == list(range(INITIAL_WINDOW))
         limiter.observe(OPENAI, ok=True)
         await asyncio.gather(*tasks)
 
     asyncio.run(scenario())
-    assert sorted(admitted) == [0, 1, 2, 3, 4]
+    assert sorted(admitted) == list(range(INITIAL_WINDOW + 5))
     assert limiter.stats().rpm_limit == 6000 and limiter.stats().tpm_limit == 400000
     assert limiter.counts_tokens
+
+
+def test_a_limit_learned_counts_what_went_before_it_was_known() -> None:
+    # 20 went blind in the first instant; the answer says 600 rpm, 10 a second: the provider has counted
+    # those 20 already, so the next request waits until they have left its one-second window.
+    clock = FakeClock()
+    limiter = Limiter(clock=clock, sleep=clock.sleep)
+
+    async def scenario() -> float:
+        for _ in range(20):
+            await limiter.known()
+            await limiter.admit(0)
+        limiter.observe({"x-ratelimit-limit-requests": "600"}, ok=True)
+        start = clock.now
+        await limiter.admit(0)
+        return clock.now - start
+
+    assert 1.0 <= asyncio.run(scenario()) <= 1.1
 
 
 def test_learned_limits_pace_requests() -> None:

@@ -1,9 +1,10 @@
 """Admission for one endpoint and model: a request budget, a token budget, one shared cool-down.
 
 The budgets pace at the user's limits, or at what the provider's headers announce, or, when neither is
-known, at what its 429s teach (see `adaptive`). With no limit given, one request goes first: its answer's
-headers say what the limits are, where a blind burst of `concurrency` requests would be a burst of 429s.
-With a token budget, the same first answer says how long completions run, for estimating the rest.
+known, at what its 429s teach (see `adaptive`). With no limit given, the first answer's headers say what
+the limits are; until it comes, at most `INITIAL_WINDOW` requests go. Holding all but one back would cost
+every run a full round trip; letting all of `concurrency` go blind could be a burst of 429s. With a token
+budget given, one request goes first: its answer says how long completions run, for estimating the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ BURST_S = 0.25
 # A burst of 429s from one moment is one signal, not many: step down at most this often.
 DECREASE_EVERY_S = 1.0
 SEND_RATE_WINDOW_S = 10.0
+# Requests let go before any answer has told the limits. Providers quantize a per-minute limit to the
+# second (6,000 rpm is 100 a second), so this many fit any limit from 6,000 rpm up; under a smaller one the
+# excess is refused once, and those 429s carry the headers that teach the limit.
+INITIAL_WINDOW = 100
 
 
 @dataclass(slots=True)
@@ -97,25 +102,25 @@ class Limiter:
         self._tokens: TokenBucket | None = None
         self._request_window: SlidingWindow | None = None
         self._token_window: SlidingWindow | None = None
+        self._sent: deque[tuple[float, int]] = deque()
         self._apply_rates()
         self._resume_at = 0.0
         self._cool_downs = 0
         self._last_decrease = -math.inf
         self._last_429 = -math.inf
         self._last_growth = clock()
-        self._sent: deque[float] = deque()
         self._queue: deque[_Waiter] = deque()
         self._waker: asyncio.Task[None] | None = None
         # One request goes first when its answer is needed before the rest may be paced: the limits were
         # not given, or a token budget needs to know how long completions typically are.
         self._probing = (learn and rpm is None and tpm is None) or tpm is not None
-        self._probe_sent = False
+        self._blind_left = 1 if tpm is not None else INITIAL_WINDOW
         self._probe_answered = asyncio.Event()
 
     @property
     def counts_tokens(self) -> bool:
-        """Whether requests must say their token estimate: only when a token budget is in force."""
-        return self._tokens is not None
+        """Whether requests must say their token estimate: when a token budget is in force or may be learned."""
+        return self._tokens is not None or self._learn
 
     async def known(self) -> None:
         """Wait, if no limits were given, until the first answer has said what they are."""
@@ -155,7 +160,7 @@ class Limiter:
             ticket.request_entry = self._request_window.add(1)
         if self._token_window is not None:
             ticket.token_entry = self._token_window.add(tokens)
-        self._note_sent()
+        self._note_sent(tokens)
         return ticket
 
     def _delay(self, tokens: int) -> float:
@@ -280,29 +285,48 @@ class Limiter:
 
     async def _wait_for_probe(self) -> None:
         while self._probing:
-            if not self._probe_sent:
-                self._probe_sent = True
+            if self._blind_left > 0:
+                self._blind_left -= 1
                 return
             await self._probe_answered.wait()
 
     def _apply_rates(self) -> None:
         self._requests = _paced(self._requests, self._request_rate.rate, self._clock)
         self._tokens = _paced(self._tokens, self._token_rate.rate, self._clock)
-        self._request_window = _window(self._request_window, self._request_rate.rate, self._clock)
-        self._token_window = _window(self._token_window, self._token_rate.rate, self._clock)
+        if self._request_window is None and self._request_rate.rate is not None:
+            self._request_window = self._window_since(self._request_rate.rate, lambda tokens: 1)
+        if self._token_window is None and self._token_rate.rate is not None:
+            self._token_window = self._window_since(self._token_rate.rate, lambda tokens: tokens)
+        for window, rate in ((self._request_window, self._request_rate), (self._token_window, self._token_rate)):
+            if window is not None and rate.rate is not None:
+                window.limit = rate.rate / 60.0
 
-    def _note_sent(self) -> None:
-        # Only needed to know where to step down from when a 429 comes before any rate is known.
-        if self._request_rate.rate is None:
+    def _window_since(self, per_minute: float, amount: Callable[[int], int]) -> SlidingWindow:
+        """A one-second log for a rate just learned, holding what went in the last second before it was known.
+
+        Those went in a burst, opening connections, and may have reached the provider well after they were
+        let go; now, when an answer has come, is no earlier than nearly all of them arrived.
+        """
+        window = SlidingWindow(per_minute / 60.0, span_s=1.0 + ARRIVAL_SLACK_S, clock=self._clock)
+        now = self._clock()
+        recent = sum(amount(tokens) for at, tokens in self._sent if at > now - window.span_s)
+        if recent:
+            window.add(recent)
+        return window
+
+    def _note_sent(self, tokens: int) -> None:
+        # Kept while a rate is unknown: to seed its window once learned, and to know where to step down
+        # from when a 429 comes first.
+        if self._request_rate.rate is None or self._token_rate.rate is None:
             now = self._clock()
-            self._sent.append(now)
-            while self._sent[0] < now - SEND_RATE_WINDOW_S:
+            self._sent.append((now, tokens))
+            while self._sent[0][0] < now - SEND_RATE_WINDOW_S:
                 self._sent.popleft()
 
     def _sent_per_minute(self, now: float) -> float:
         if len(self._sent) < 2:
             return float(len(self._sent)) * 60.0
-        span = max(1.0, now - self._sent[0])
+        span = max(1.0, now - self._sent[0][0])
         return len(self._sent) / span * 60.0
 
 
@@ -317,13 +341,3 @@ def _paced(bucket: TokenBucket | None, per_minute: float | None, clock: Callable
     if bucket.rate_per_s != rate:
         bucket.set_rate(rate, capacity)
     return bucket
-
-
-def _window(window: SlidingWindow | None, per_minute: float | None, clock: Callable[[], float]) -> SlidingWindow | None:
-    """The one-second log that keeps every second under the provider's quantized limit."""
-    if per_minute is None:
-        return None
-    if window is None:
-        return SlidingWindow(per_minute / 60.0, span_s=1.0 + ARRIVAL_SLACK_S, clock=clock)
-    window.limit = per_minute / 60.0
-    return window

@@ -150,8 +150,7 @@ def _run(
     overwrite: bool,
     quiet: bool,
 ) -> int:
-    import asyncio
-
+    from llmgather import eventloop
     from llmgather.batch import run_batch
     from llmgather.client import ModelConfig
     from llmgather.errors import InputError
@@ -179,7 +178,7 @@ def _run(
     mode = "quiet" if quiet else ("live" if sys.stderr.isatty() else "plain")
     writer = ResultWriter(output)
     try:
-        outcome = asyncio.run(
+        outcome = eventloop.run(
             run_batch(
                 [source for _ in configs],
                 configs,

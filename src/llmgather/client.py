@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from llmgather import eventloop
 from llmgather.backends import Backend, make_backend, uses_native_backend
 from llmgather.engine import Engine, EngineStats
 from llmgather.errors import InputError, RequestError
@@ -167,7 +168,7 @@ def run(prompts: Iterable[Prompt], *, model: str, **options: Any) -> list[Result
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(gather(prompts, model=model, **options))
+        return eventloop.run(gather(prompts, model=model, **options))
     raise InputError(
         "llmgather.run() blocks, so it cannot run inside an event loop that is already running "
         "(async code, Jupyter): use `await llmgather.gather(...)` there"

@@ -1,6 +1,7 @@
-"""The usual recipes, each run as its own process by bench/run.py: `python alternatives.py NAME URL N CONC TIMEOUT`.
+"""The usual recipes, each run as its own process by the bench: `python alternatives.py NAME URL PROMPTS CONC TIMEOUT`.
 
-Prints one JSON line: how many prompts succeeded and failed. Each reads bench prompts `p0..pN-1`.
+PROMPTS is a JSONL file of {"id", "prompt"} lines, the same one llmgather reads. Prints one JSON line: how
+many prompts succeeded and failed.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import sys
 from collections.abc import Awaitable, Callable
 
 
-def prompts(n: int) -> list[str]:
-    return [f"bench prompt {i}" for i in range(n)]
+def read_prompts(path: str) -> list[str]:
+    with open(path) as lines:
+        return [json.loads(line)["prompt"] for line in lines]
 
 
-async def raw_aiohttp(url: str, n: int, concurrency: int, timeout_s: float) -> tuple[int, int]:
+async def raw_aiohttp(url: str, prompts: list[str], concurrency: int, timeout_s: float) -> tuple[int, int]:
     import aiohttp
 
     semaphore = asyncio.Semaphore(concurrency)
@@ -39,11 +41,13 @@ async def raw_aiohttp(url: str, n: int, concurrency: int, timeout_s: float) -> t
                     pass
                 failed += 1
 
-        await asyncio.gather(*(one(p) for p in prompts(n)))
+        await asyncio.gather(*(one(p) for p in prompts))
     return ok, failed
 
 
-async def under_semaphore(call: Callable[[str], Awaitable[object]], n: int, concurrency: int) -> tuple[int, int]:
+async def under_semaphore(
+    call: Callable[[str], Awaitable[object]], prompts: list[str], concurrency: int
+) -> tuple[int, int]:
     """The usual recipe: every prompt at once under asyncio.gather, a semaphore bounding what is in flight."""
     semaphore = asyncio.Semaphore(concurrency)
     ok = failed = 0
@@ -57,11 +61,11 @@ async def under_semaphore(call: Callable[[str], Awaitable[object]], n: int, conc
             except Exception:
                 failed += 1
 
-    await asyncio.gather(*(one(p) for p in prompts(n)))
+    await asyncio.gather(*(one(p) for p in prompts))
     return ok, failed
 
 
-async def openai_sdk(url: str, n: int, concurrency: int, timeout_s: float) -> tuple[int, int]:
+async def openai_sdk(url: str, prompts: list[str], concurrency: int, timeout_s: float) -> tuple[int, int]:
     import openai
 
     client = openai.AsyncOpenAI(base_url=url, api_key="k", max_retries=5, timeout=timeout_s)
@@ -70,12 +74,12 @@ async def openai_sdk(url: str, n: int, concurrency: int, timeout_s: float) -> tu
         return client.chat.completions.create(model="fake", messages=[{"role": "user", "content": prompt}])
 
     try:
-        return await under_semaphore(call, n, concurrency)
+        return await under_semaphore(call, prompts, concurrency)
     finally:
         await client.close()
 
 
-async def litellm_recipe(url: str, n: int, concurrency: int, timeout_s: float) -> tuple[int, int]:
+async def litellm_recipe(url: str, prompts: list[str], concurrency: int, timeout_s: float) -> tuple[int, int]:
     import litellm
 
     litellm.suppress_debug_info = True
@@ -90,18 +94,12 @@ async def litellm_recipe(url: str, n: int, concurrency: int, timeout_s: float) -
             messages=[{"role": "user", "content": prompt}],
         )
 
-    return await under_semaphore(call, n, concurrency)
+    return await under_semaphore(call, prompts, concurrency)
 
 
 RECIPES = {"aiohttp": raw_aiohttp, "openai": openai_sdk, "litellm": litellm_recipe}
 
 if __name__ == "__main__":
-    name, url, n, concurrency, timeout = (
-        sys.argv[1],
-        sys.argv[2],
-        int(sys.argv[3]),
-        int(sys.argv[4]),
-        float(sys.argv[5]),
-    )
-    ok, failed = asyncio.run(RECIPES[name](url, n, concurrency, timeout))
+    name, url, path, concurrency, timeout = sys.argv[1:6]
+    ok, failed = asyncio.run(RECIPES[name](url, read_prompts(path), int(concurrency), float(timeout)))
     print(json.dumps({"ok": ok, "failed": failed}))

@@ -12,7 +12,7 @@ from conftest import FakeServer, read_jsonl, run_cli, write_jsonl
 
 from llmgather.fake import expected_content
 
-OUTPUT_KEYS = {"id", "model", "content", "usage", "latency_s", "attempts", "cost_usd", "error"}
+OUTPUT_KEYS = {"id", "model", "content", "usage", "latency_s", "attempts", "cost_usd", "error", "cached"}
 
 
 def run_against(server: FakeServer, input_arg: str, out: Path, *extra: str, stdin: str | None = None):

@@ -8,11 +8,19 @@ Heavy modules (aiohttp, rich, the engine) are imported inside the commands so `-
 from __future__ import annotations
 
 import os
+import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+
+if TYPE_CHECKING:
+    from llmgather.batch import BatchOutcome
+    from llmgather.cache import ResponseCache
+    from llmgather.client import ModelConfig
+    from llmgather.io import ResumeState
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -76,22 +84,36 @@ def main() -> None:
     help="Seconds for all attempts at one request together.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option(
+    "--resume", is_flag=True, help="Continue an earlier run into the same -o: send only what it left unanswered."
+)
+@click.option("--retry-failed", is_flag=True, help="With --resume, also send again what ended in error.")
+@click.option(
+    "--cache",
+    "cache_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite response cache: an answer found there costs no request. Several runs may share it.",
+)
+@click.option(
+    "--cache-nondeterministic",
+    is_flag=True,
+    help="Cache answers sampled above temperature 0 too (by default only temperature 0 is cached).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds that requests in flight get to finish after Ctrl-C or SIGTERM.",
+)
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop (resumably) once this many USD are spent; may go over by what is in flight.",
+)
+@click.option("--max-requests", type=click.IntRange(min=1), help="Stop (resumably) after sending this many requests.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress view and no summary.")
-def run_command(
-    input_path: str,
-    output: Path | None,
-    models: tuple[str, ...],
-    api_base: str | None,
-    api_key_env: str | None,
-    concurrency: int,
-    rpm: float | None,
-    tpm: float | None,
-    timeout: float,
-    max_retries: int,
-    deadline: float,
-    overwrite: bool,
-    quiet: bool,
-) -> None:
+def run_command(**options: Any) -> None:
     """Send every request in INPUT (JSONL; '-' for standard input) and write one result line each.
 
     \b
@@ -105,27 +127,37 @@ def run_command(
     from llmgather.errors import Error
 
     try:
-        code = _run(
-            input_path,
-            output,
-            list(models),
-            api_base,
-            api_key_env,
-            concurrency,
-            rpm,
-            tpm,
-            timeout,
-            max_retries,
-            deadline,
-            overwrite,
-            quiet,
-        )
+        code = _run(RunOptions(**options))
     except KeyboardInterrupt:
         click.echo("llmgather: interrupted; results written so far are kept.", err=True)
         code = EXIT_INTERRUPTED
     except Error as error:
         code = _report_error(error)
     _exit_at_once(code)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    input_path: str
+    output: Path | None
+    models: tuple[str, ...]
+    api_base: str | None
+    api_key_env: str | None
+    concurrency: int
+    rpm: float | None
+    tpm: float | None
+    timeout: float
+    max_retries: int
+    deadline: float
+    overwrite: bool
+    resume: bool
+    retry_failed: bool
+    cache_path: Path | None
+    cache_nondeterministic: bool
+    grace: float
+    max_cost: float | None
+    max_requests: int | None
+    quiet: bool
 
 
 def _exit_at_once(code: int) -> NoReturn:
@@ -148,71 +180,110 @@ def _report_error(error: Exception) -> int:
     return EXIT_USAGE if isinstance(error, InputError) else EXIT_FAILURES
 
 
-def _run(
-    input_path: str,
-    output: Path | None,
-    models: list[str],
-    api_base: str | None,
-    api_key_env: str | None,
-    concurrency: int,
-    rpm: float | None,
-    tpm: float | None,
-    timeout: float,
-    max_retries: int,
-    deadline: float,
-    overwrite: bool,
-    quiet: bool,
-) -> int:
+def _run(options: RunOptions) -> int:
     from llmgather import eventloop
-    from llmgather.batch import run_batch
-    from llmgather.client import ModelConfig
+    from llmgather.batch import BatchOptions, run_batch
+    from llmgather.budget import Budget
+    from llmgather.cache import ResponseCache
     from llmgather.errors import InputError
-    from llmgather.io import ResultWriter, open_input
-    from llmgather.report import summary_lines
+    from llmgather.io import ResultWriter, ResumeState, open_input, open_output
 
-    if output is not None and output.exists() and output.stat().st_size > 0 and not overwrite:
-        raise InputError(f"{output} already exists: pass --overwrite to replace it, or choose another -o")
-    source = open_input(input_path)
+    if options.output is None and options.resume:
+        raise InputError("--resume needs the output file to continue: give it with -o")
+    if options.retry_failed and not options.resume:
+        raise InputError("--retry-failed goes with --resume")
+    source = open_input(options.input_path)
     total = source.check()
-    configs = [
-        ModelConfig.build(
-            model,
-            api_base=api_base,
-            api_key_env=api_key_env,
-            concurrency=concurrency,
-            rpm=rpm,
-            tpm=tpm,
-            timeout=timeout,
-            max_retries=max_retries,
-            deadline=deadline,
+    configs = [_model_config(model, options) for model in options.models]
+    resume = ResumeState()
+    if options.output is not None:
+        resume = open_output(
+            options.output, resume=options.resume, retry_failed=options.retry_failed, overwrite=options.overwrite
         )
-        for model in models
-    ]
-    mode = "quiet" if quiet else ("live" if sys.stderr.isatty() else "plain")
-    writer = ResultWriter(output)
+        if options.resume and not options.quiet:
+            click.echo(_resume_line(resume), err=True)
+    cache = None
+    if options.cache_path is not None:
+        cache = ResponseCache(options.cache_path, nondeterministic=options.cache_nondeterministic)
+    budget = Budget(options.max_cost, options.max_requests) if options.max_cost or options.max_requests else None
+    writer = ResultWriter(options.output, append=True)
+    batch = BatchOptions(
+        resume=resume,
+        cache=cache,
+        budget=budget,
+        grace_s=options.grace,
+        total=max(0, total - len(resume.done) // max(1, len(configs))),
+        progress_mode="quiet" if options.quiet else ("live" if sys.stderr.isatty() else "plain"),
+        on_stopping=lambda message: click.echo(f"llmgather: {message}", err=True),
+    )
     try:
-        outcome = eventloop.run(
-            run_batch(
-                [source for _ in configs],
-                configs,
-                writer,
-                total=total,
-                progress_mode=mode,
-                progress_stream=sys.stderr,
-            )
-        )
+        outcome = eventloop.run(run_batch(source, configs, writer, batch, sys.stderr))
     finally:
         writer.close()
         source.discard_spool()
-    if not quiet:
+        if cache is not None:
+            cache.close()
+    return _finish(options, outcome, writer.written, cache)
+
+
+def _model_config(model: str, options: RunOptions) -> ModelConfig:
+    from llmgather.client import ModelConfig
+
+    return ModelConfig.build(
+        model,
+        api_base=options.api_base,
+        api_key_env=options.api_key_env,
+        concurrency=options.concurrency,
+        rpm=options.rpm,
+        tpm=options.tpm,
+        timeout=options.timeout,
+        max_retries=options.max_retries,
+        deadline=options.deadline,
+    )
+
+
+def _resume_line(resume: ResumeState) -> str:
+    torn = f"; cut off a torn last line ({resume.torn_bytes} bytes)" if resume.torn_bytes else ""
+    retried = f"; sending {resume.failed_to_retry} failed ones again" if resume.failed_to_retry else ""
+    kept = f", {resume.failed_kept} failed (kept; --retry-failed sends them again)" if resume.failed_kept else ""
+    return f"llmgather: resuming: {resume.succeeded} already answered{kept}{retried}{torn}"
+
+
+def _finish(options: RunOptions, outcome: BatchOutcome, written: int, cache: ResponseCache | None) -> int:
+    from llmgather.report import summary_lines
+
+    if not options.quiet:
         for line in summary_lines(outcome.stats, outcome.wall_s):
             click.echo(line, err=True)
-    if outcome.stopped:
-        for stop in outcome.stopped:
-            click.echo(f"llmgather: stopped: {stop}", err=True)
-        click.echo(f"llmgather: {writer.written} results written; the rest were not sent.", err=True)
-        return EXIT_STOPPED
+        if cache is not None:
+            click.echo(_cache_line(cache), err=True)
+    for stop in outcome.stopped:
+        click.echo(f"llmgather: stopped: {stop}", err=True)
+    if outcome.interrupted or outcome.stopped:
+        where = f" to {options.output}" if options.output is not None else ""
+        click.echo(f"llmgather: {written} results written this run{where}; the rest were not sent.", err=True)
+        if options.output is not None:
+            click.echo(f"llmgather: to finish, run:\n  {resume_command(sys.argv[1:])}", err=True)
+        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_STOPPED
     return EXIT_FAILURES if outcome.failed else EXIT_OK
+
+
+def _cache_line(cache: ResponseCache) -> str:
+    line = f"cache        {cache.hits} hits, {cache.misses} misses"
+    if cache.not_cacheable:
+        line += (
+            f", {cache.not_cacheable} not cacheable (temperature unset or above 0; "
+            "--cache-nondeterministic caches them too)"
+        )
+    return line
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that finishes this run: the same one, with --resume instead of --overwrite."""
+    args = [arg for arg in argv if arg != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["llmgather", *args])
 
 
 @main.command(
@@ -226,3 +297,31 @@ def fake_server_command(args: tuple[str, ...]) -> None:
     from llmgather.fake.main import main as fake_main
 
     fake_main(list(args))
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """Look into or empty a response cache (the file given to `run --cache`)."""
+
+
+@cache_group.command("stats")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def cache_stats(path: Path) -> None:
+    """How many answers the cache at PATH holds, per model, and its size."""
+    from llmgather.cache import ResponseCache, describe
+
+    with ResponseCache(path) as cache:
+        for line in describe(cache.stats()):
+            click.echo(line)
+
+
+@cache_group.command("clear")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-m", "--model", help="Remove only this model's answers.")
+def cache_clear(path: Path, model: str | None) -> None:
+    """Remove the answers the cache at PATH holds (all, or one model's)."""
+    from llmgather.cache import ResponseCache
+
+    with ResponseCache(path) as cache:
+        removed = cache.clear(model)
+    click.echo(f"removed {removed} answers from {path}")

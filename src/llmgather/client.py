@@ -7,13 +7,17 @@ import itertools
 import os
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from llmgather import eventloop
 from llmgather.backends import Backend, make_backend, uses_native_backend
-from llmgather.engine import Engine, EngineStats
+from llmgather.budget import Budget
+from llmgather.cache import ResponseCache
+from llmgather.engine import Engine, EngineStats, ResultCache
 from llmgather.errors import InputError, RequestError
+from llmgather.io import ResultWriter, open_output, read_results
 from llmgather.io.reader import request_from_record, requests_from
 from llmgather.limits import Limits
 from llmgather.pricing import cost_function
@@ -62,7 +66,9 @@ class ModelConfig:
             retry=RetryPolicy(max_retries=max_retries, deadline_s=deadline),
         )
 
-    def engine(self, backend: Backend | None = None) -> Engine:
+    def engine(
+        self, backend: Backend | None = None, *, cache: ResultCache | None = None, budget: Budget | None = None
+    ) -> Engine:
         backend = backend or make_backend(
             self.model, api_base=self.api_base, api_key=self.api_key, max_connections=self.limits.concurrency
         )
@@ -73,6 +79,8 @@ class ModelConfig:
             retry=self.retry,
             timeout_s=self.timeout_s,
             cost=cost_function(self.model),
+            cache=cache,
+            budget=budget,
         )
 
 
@@ -83,14 +91,31 @@ class Client:
         reply = await client.complete("What is the capital of India?")
     """
 
-    def __init__(self, model: str, *, backend: Backend | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        backend: Backend | None = None,
+        cache: str | os.PathLike[str] | ResponseCache | None = None,
+        cache_nondeterministic: bool = False,
+        max_cost: float | None = None,
+        max_requests: int | None = None,
+        **options: Any,
+    ) -> None:
         self.config = ModelConfig.build(model, **options)
         self._backend = backend
+        self._cache_option = cache
+        self._cache_nondeterministic = cache_nondeterministic
+        self._cache: ResponseCache | None = None
+        self._budget = Budget(max_cost, max_requests) if max_cost is not None or max_requests is not None else None
         self._engine: Engine | None = None
         self._ids = itertools.count()
 
     async def __aenter__(self) -> Client:
-        self._engine = self.config.engine(self._backend)
+        cache = self._cache_option
+        if cache is not None and not isinstance(cache, ResponseCache):
+            cache = self._cache = ResponseCache(cache, nondeterministic=self._cache_nondeterministic)
+        self._engine = self.config.engine(self._backend, cache=cache, budget=self._budget)
         return self
 
     async def __aexit__(
@@ -102,6 +127,9 @@ class Client:
         if self._engine is not None:
             await self._engine.backend.aclose()
             self._engine = None
+        if self._cache is not None:  # only the one it opened itself
+            self._cache.close()
+            self._cache = None
 
     @property
     def engine(self) -> Engine:
@@ -149,17 +177,43 @@ class Client:
         return self.engine.stats()
 
 
-async def gather(prompts: Iterable[Prompt], *, model: str, **options: Any) -> list[Result]:
+async def gather(
+    prompts: Iterable[Prompt],
+    *,
+    model: str,
+    output: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    retry_failed: bool = False,
+    overwrite: bool = False,
+    **options: Any,
+) -> list[Result]:
     """Run every prompt; return one Result per prompt, in input order, failures included.
 
-    Raises RunStopped if the run had to stop (bad key, exhausted quota).
+    With `output`, each result is also appended to that JSONL file as it arrives, and `resume=True` sends
+    only what an earlier run left unanswered there (and, with `retry_failed=True`, what it failed).
+    Raises RunStopped if the run had to stop (bad key, exhausted quota, budget).
     """
     requests = requests_from(prompts)
     position = {request.id: index for index, request in enumerate(requests)}
     results: list[Result | None] = [None] * len(requests)
-    async with Client(model, **options) as client:
-        async for result in client.map(requests):
-            results[position[result.id]] = result
+    writer = None
+    if output is not None:
+        path = Path(output)
+        done = open_output(path, resume=resume, retry_failed=retry_failed, overwrite=overwrite)
+        for earlier in read_results(path):
+            if earlier.model == model and earlier.id in position:
+                results[position[earlier.id]] = earlier
+        requests = [request for request in requests if not done.skips(request.id, model)]
+        writer = ResultWriter(path, append=True)
+    try:
+        async with Client(model, **options) as client:
+            async for result in client.map(requests):
+                results[position[result.id]] = result
+                if writer is not None:
+                    writer.write(result)
+    finally:
+        if writer is not None:
+            writer.close()
     return [result for result in results if result is not None]
 
 

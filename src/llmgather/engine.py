@@ -16,22 +16,35 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from llmgather.backends.base import Backend
+from llmgather.budget import Budget
 from llmgather.errors import (
+    ConnectError,
     FatalError,
     RateLimitError,
     RequestError,
     RequestTimeout,
     RunStopped,
+    ServerError,
 )
 from llmgather.limits import Limiter, LimiterStats, Limits, TokenEstimator
+from llmgather.limits.breaker import CircuitBreaker
 from llmgather.retry import RetryPolicy
 from llmgather.stats import LatencyHistogram
 from llmgather.types import ErrorInfo, Request, Response, Result, Usage
 
 CostFn = Callable[[Usage], float | None]
 _DONE = object()
+
+
+class ResultCache(Protocol):
+    """Answers kept from earlier runs (see `llmgather.cache`): a hit is a result without a request."""
+
+    def get(self, model: str, endpoint: str, request: Request) -> Result | None: ...
+
+    def put(self, model: str, endpoint: str, request: Request, result: Result) -> None: ...
 
 
 class _Halted(Exception):
@@ -53,6 +66,8 @@ class EngineStats:
     elapsed_s: float
     dispatched: int
     succeeded: int
+    """Answered, from the provider or the cache."""
+    cached: int
     failed: int
     in_flight: int
     retries: int
@@ -66,7 +81,10 @@ class EngineStats:
     latency_p95_s: float | None
     latency_p99_s: float | None
     limiter: LimiterStats
+    circuit_openings: int
+    circuit_open: bool
     stopped_by: str | None
+    """Why the run stopped early: a fatal error's type, `budget`, or `stopped` (a signal)."""
 
     @property
     def done(self) -> int:
@@ -77,6 +95,7 @@ class EngineStats:
 class _Tally:
     dispatched: int = 0
     succeeded: int = 0
+    cached: int = 0
     failed: int = 0
     in_flight: int = 0
     retries: int = 0
@@ -100,6 +119,8 @@ class Engine:
         timeout_s: float = 120.0,
         cost: CostFn | None = None,
         limiter: Limiter | None = None,
+        cache: ResultCache | None = None,
+        budget: Budget | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -113,6 +134,9 @@ class Engine:
         self._timeout_s = timeout_s
         self._cost = cost
         self._limiter = limiter or Limiter(self.limits.rpm, self.limits.tpm, clock=clock, sleep=sleep)
+        self._breaker = CircuitBreaker(clock=clock, sleep=sleep)
+        self._cache = cache
+        self._budget = budget
         self._estimator = TokenEstimator()
         self._rng = rng or random.Random()
         self._clock = clock
@@ -123,6 +147,8 @@ class Engine:
         self._started = clock()
         self._stopping = False
         self.fatal: FatalError | None = None
+        self.stop_reason: str | None = None
+        """Why the run stopped before the end (a fatal error, the budget, a signal); None while it has not."""
 
     # -- the two ways in -------------------------------------------------------------------------
 
@@ -143,7 +169,7 @@ class Engine:
             if not dispatcher.done():
                 dispatcher.cancel()
                 await asyncio.gather(dispatcher, return_exceptions=True)
-        if self.fatal is not None:
+        if self.stop_reason is not None and self.stop_reason != "stopped":
             raise self._stopped_error()
 
     async def complete(self, request: Request) -> Result:
@@ -151,13 +177,15 @@ class Engine:
         if self.fatal is not None:
             raise self._stopped_error()
         self._tally.dispatched += 1
-        result = await self._run(request)
+        result = await self._answer(request)
         if result is None:
             raise self._stopped_error()
         return result
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped") -> None:
         """Admit nothing more; what is in flight finishes."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
         self._stopping = True
 
     @property
@@ -189,13 +217,28 @@ class Engine:
             raise input_error
 
     async def _run_and_emit(self, request: Request, queue: asyncio.Queue[object]) -> None:
-        result = await self._run(request)
+        result = await self._answer(request)
         if result is None:
             self._live.release()
         else:
             queue.put_nowait(result)
 
     # -- one request, all its attempts -----------------------------------------------------------
+
+    async def _answer(self, request: Request) -> Result | None:
+        """From the cache if it holds the answer, else from the provider (and then kept in the cache)."""
+        cache = self._cache
+        if cache is None:
+            return await self._run(request)
+        hit = cache.get(self.model, self.backend.endpoint, request)
+        if hit is not None:
+            self._tally.succeeded += 1
+            self._tally.cached += 1
+            return hit
+        result = await self._run(request)
+        if result is not None and result.ok:
+            cache.put(self.model, self.backend.endpoint, request, result)
+        return result
 
     async def _run(self, request: Request) -> Result | None:
         first_attempt_at = self._clock()
@@ -226,13 +269,22 @@ class Engine:
         """One attempt, after admission. Returns the response and how long the provider took to give it."""
         limiter = self._limiter
         async with self._inflight:
-            await limiter.known()
-            tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
-            ticket = await limiter.admit(tokens)
+            probe = await self._breaker.admit()
+            try:
+                await limiter.known()
+                tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
+                ticket = await limiter.admit(tokens)
+            except BaseException:
+                self._breaker.abandon(probe=probe)
+                raise
             headers: Mapping[str, str] = {}
             ok = False
+            outcome: bool | None = None  # for the breaker: did this attempt fail as in an outage?
             try:
                 if self._stopping:  # stopped while this request waited for its slot: leave it for a resume
+                    raise _Halted
+                if self._budget is not None and not self._budget.take_request():
+                    self.stop("budget")
                     raise _Halted
                 self._tally.in_flight += 1
                 sent_at = self._clock()
@@ -242,15 +294,20 @@ class Engine:
                 except Exception as exc:
                     error = self._classify(exc)
                     headers = error.headers
+                    outcome = isinstance(error, ServerError | ConnectError | RequestTimeout)
                     raise _FailedAttempt(error, self._clock() - sent_at) from exc
                 finally:
                     self._tally.in_flight -= 1
-                headers, ok = response.headers, True
+                headers, ok, outcome = response.headers, True, False
             finally:
                 # Every admitted attempt reports back, cancelled ones too: the first one may be the probe.
                 limiter.observe(headers, ok=ok)
                 if not ok:
                     limiter.settle(ticket, 0)
+                if outcome is None:
+                    self._breaker.abandon(probe=probe)
+                else:
+                    self._breaker.record(outage=outcome, probe=probe)
         latency_s = self._clock() - sent_at
         limiter.settle(ticket, _counted_tokens(request, response, tokens))
         return response, latency_s
@@ -283,6 +340,10 @@ class Engine:
                 cost = self._cost(usage)
                 if cost is not None:
                     tally.cost_usd += cost
+                    if self._budget is not None:
+                        self._budget.charge(cost)
+                        if self._budget.exhausted() is not None:
+                            self.stop("budget")
         return Result(
             id=request.id,
             model=self.model,
@@ -310,11 +371,16 @@ class Engine:
         if self.fatal is None:
             self.fatal = error
             self._tally.errors[error.type_name] += 1
-        self._stopping = True
+        self.stop(error.type_name)
 
     def _stopped_error(self) -> RunStopped:
         error = self.fatal
-        reason = f"{error.type_name}: {error.message}" if error is not None else "stopped"
+        if error is not None:
+            reason = f"{error.type_name}: {error.message}"
+        elif self.stop_reason == "budget" and self._budget is not None:
+            reason = self._budget.exhausted() or "the budget is spent"
+        else:
+            reason = "stopped"
         return RunStopped(f"{self.model} at {self.backend.endpoint}: {reason}", cause=error)
 
     def stats(self) -> EngineStats:
@@ -325,6 +391,7 @@ class Engine:
             elapsed_s=self._clock() - self._started,
             dispatched=tally.dispatched,
             succeeded=tally.succeeded,
+            cached=tally.cached,
             failed=tally.failed,
             in_flight=tally.in_flight,
             retries=tally.retries,
@@ -338,7 +405,9 @@ class Engine:
             latency_p95_s=tally.latency.percentile(95),
             latency_p99_s=tally.latency.percentile(99),
             limiter=self._limiter.stats(),
-            stopped_by=self.fatal.type_name if self.fatal is not None else None,
+            circuit_openings=self._breaker.openings,
+            circuit_open=self._breaker.is_open,
+            stopped_by=self.stop_reason,
         )
 
 

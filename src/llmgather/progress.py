@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING
 
 from llmgather.engine import EngineStats
+from llmgather.limits import LimiterStats
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -48,14 +49,40 @@ def _eta(remaining: int, rate: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def pace_text(limiter: LimiterStats) -> str:
+    """The pace against the limit, per minute: '5,880/6,000 rpm' (pace below the limit after 429s)."""
+    parts = []
+    for pace, limit, unit in (
+        (limiter.rpm_pace, limiter.rpm_limit, "rpm"),
+        (limiter.tpm_pace, limiter.tpm_limit, "tpm"),
+    ):
+        if limit is not None:
+            parts.append(f"{pace or limit:,.0f}/{limit:,.0f} {unit}")
+        elif pace is not None:
+            parts.append(f"{pace:,.0f} {unit} (learned from 429s)")
+    return ", ".join(parts) if parts else "no limit known"
+
+
+def _notes(stats: EngineStats) -> str:
+    notes = []
+    if stats.limiter.waiting:
+        notes.append(f"{stats.limiter.waiting} waiting")
+    if stats.limiter.cooling_for_s > 0:
+        notes.append(f"cooling {stats.limiter.cooling_for_s:.1f}s")
+    if stats.circuit_open:
+        notes.append("provider failing: probing")
+    if stats.cached:
+        notes.append(f"{stats.cached} cached")
+    return "".join(f", {note}" for note in notes)
+
+
 def plain_line(stats: EngineStats, total: int, rates: tuple[float, float]) -> str:
     per_s, tokens_per_s = rates
-    waiting = f", {stats.limiter.waiting} waiting" if stats.limiter.waiting else ""
-    cooling = f", cooling {stats.limiter.cooling_for_s:.1f}s" if stats.limiter.cooling_for_s > 0 else ""
     return (
         f"{stats.model}: {stats.done}/{total} done ({stats.succeeded} ok, {stats.failed} failed), "
-        f"{stats.in_flight} in flight{waiting}, {per_s:.1f} req/s, {tokens_per_s:.0f} tok/s, "
-        f"{stats.retries} retries, {stats.rate_limited} 429s{cooling}, ETA {_eta(total - stats.done, per_s)}"
+        f"{stats.in_flight} in flight{_notes(stats)}, {per_s:.1f} req/s, {tokens_per_s:.0f} tok/s, "
+        f"pace {pace_text(stats.limiter)}, {stats.retries} retries, {stats.rate_limited} 429s, "
+        f"ETA {_eta(total - stats.done, per_s)}"
     )
 
 
@@ -120,12 +147,15 @@ class Progress:
             "tok/s",
             "retries",
             "429s",
+            "pace/limit per min",
             "ETA",
         ):
             table.add_column(column, justify="left" if column in ("model", "") else "right")
         for stats in self._source():
             per_s, tokens_per_s = self._rates_of(stats)
             cooling = f" (cool {stats.limiter.cooling_for_s:.1f}s)" if stats.limiter.cooling_for_s > 0 else ""
+            if stats.circuit_open:
+                cooling += " [yellow]provider failing: probing[/]"
             table.add_row(
                 stats.model,
                 ProgressBar(total=self._total, completed=stats.done, width=24),
@@ -138,6 +168,7 @@ class Progress:
                 f"{tokens_per_s:.0f}",
                 str(stats.retries),
                 f"{stats.rate_limited}{cooling}",
+                pace_text(stats.limiter),
                 _eta(self._total - stats.done, per_s),
             )
         return table

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llmgather.engine import EngineStats
+from llmgather.progress import pace_text
 
 
 def _seconds(value: float | None) -> str:
@@ -21,7 +22,9 @@ def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
         rate = stats.done / wall_s if wall_s > 0 else 0.0
         lines.append(f"{stats.model} at {stats.endpoint}")
         lines.append(
-            f"  requests   {stats.done} done: {stats.succeeded} succeeded, {stats.failed} failed"
+            f"  requests   {stats.done} done: {stats.succeeded} succeeded"
+            + (f" ({stats.cached} from the cache)" if stats.cached else "")
+            + f", {stats.failed} failed"
             + (f"; stopped by {stats.stopped_by}" if stats.stopped_by else "")
         )
         if stats.errors_by_type:
@@ -37,7 +40,9 @@ def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
         lines.append(
             f"  retries    {stats.retries} ({stats.rate_limited} rate-limited, {stats.timeouts} timed out), "
             f"{stats.limiter.cool_downs} cool-downs"
+            + (f", provider outage paused sending {stats.circuit_openings}x" if stats.circuit_openings else "")
         )
+        lines.append(f"  pace       {pace_text(stats.limiter)}")
         if stats.cost_usd:
             lines.append(f"  cost       ${stats.cost_usd:.4f}")
         lines.append(f"  time       {wall_s:.2f}s wall, {rate:.1f} req/s")

@@ -89,12 +89,30 @@ class Result:
     cost_usd: float | None = None
     error: ErrorInfo | None = None
     finish_reason: str | None = None
+    cached: bool = False
+    """Answered from the response cache: no request was sent for it."""
     # The error itself, for callers that raise it (Client.complete); never written out.
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Result:
+        """A result read back from an output line (see `to_dict`)."""
+        usage, error = record.get("usage"), record.get("error")
+        return cls(
+            id=record["id"],
+            model=record["model"],
+            content=record.get("content"),
+            usage=Usage(**usage) if usage else None,
+            latency_s=record.get("latency_s") or 0.0,
+            attempts=record.get("attempts") or 0,
+            cost_usd=record.get("cost_usd"),
+            error=ErrorInfo(error.get("type", ""), error.get("status"), error.get("message", "")) if error else None,
+            cached=bool(record.get("cached")),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,4 +124,5 @@ class Result:
             "attempts": self.attempts,
             "cost_usd": self.cost_usd,
             "error": self.error.to_dict() if self.error is not None else None,
+            "cached": self.cached,
         }

@@ -8,6 +8,7 @@ attempt of ours is one request at the server.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,8 @@ class LiteLLMBackend:
         self._litellm: Any = None
 
     def _load(self) -> Any:
+        # Otherwise LiteLLM fetches its price map from GitHub at import, retrying for seconds when offline.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         try:
             import litellm
         except ImportError as exc:

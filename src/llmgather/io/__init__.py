@@ -1,6 +1,16 @@
 """The edges: reading requests in, writing results out."""
 
 from llmgather.io.reader import JsonlInput, open_input, request_from_record, requests_from
+from llmgather.io.resume import ResumeState, open_output, read_results
 from llmgather.io.writer import ResultWriter
 
-__all__ = ["JsonlInput", "ResultWriter", "open_input", "request_from_record", "requests_from"]
+__all__ = [
+    "JsonlInput",
+    "ResultWriter",
+    "ResumeState",
+    "open_input",
+    "open_output",
+    "read_results",
+    "request_from_record",
+    "requests_from",
+]

@@ -13,9 +13,10 @@ from llmgather.types import Result
 class ResultWriter:
     """Appends results to a JSONL file (or standard output). A crash loses at most what was in flight."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, append: bool = False) -> None:
         self.path = path
-        self._file: IO[str] = path.open("w", encoding="utf-8") if path is not None else sys.stdout
+        mode = "a" if append else "w"
+        self._file: IO[str] = path.open(mode, encoding="utf-8") if path is not None else sys.stdout
         self.written = 0
 
     def write(self, result: Result) -> None:

@@ -1,0 +1,85 @@
+"""A circuit breaker: when the provider is down, stop sending the queue into it and probe instead.
+
+While most recent attempts fail with a server error, a dropped connection or a timeout, the breaker
+opens: nothing is admitted for a pause, then one request goes as a probe. Its success closes the
+breaker; its failure opens it again for twice as long (up to a ceiling). An outage then costs a few
+probes, not every queued request's retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+WINDOW = 20
+"""Attempts remembered."""
+OPEN_WHEN_FAILED = 0.8
+"""Share of remembered attempts that failed with an outage's errors that opens the breaker."""
+FIRST_PAUSE_S = 1.0
+LONGEST_PAUSE_S = 30.0
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._recent: deque[bool] = deque(maxlen=WINDOW)  # True: the attempt failed as in an outage
+        self._open_until: float | None = None
+        self._pause_s = FIRST_PAUSE_S
+        self._probing = False
+        self._probe_done = asyncio.Event()
+        self.openings = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._open_until is not None
+
+    async def admit(self) -> bool:
+        """Wait while the breaker is open; after the pause, one caller goes as the probe (True), the rest wait."""
+        while self._open_until is not None:
+            wait = self._open_until - self._clock()
+            if wait > 0:
+                await self._sleep(wait)
+                continue
+            if not self._probing:
+                self._probing = True
+                self._probe_done.clear()
+                return True
+            await self._probe_done.wait()
+        return False
+
+    def record(self, *, outage: bool, probe: bool) -> None:
+        """An attempt ended: `outage` when it failed as a down provider does (5xx, connection, timeout)."""
+        if probe:
+            self._probing = False
+            self._probe_done.set()
+            if outage:
+                self._pause_s = min(self._pause_s * 2, LONGEST_PAUSE_S)
+                self._open_until = self._clock() + self._pause_s
+            else:
+                self._close()
+            return
+        if self._open_until is not None:
+            return  # in flight before the breaker opened: already counted in
+        self._recent.append(outage)
+        if len(self._recent) == WINDOW and sum(self._recent) >= OPEN_WHEN_FAILED * WINDOW:
+            self.openings += 1
+            self._open_until = self._clock() + self._pause_s
+
+    def abandon(self, *, probe: bool) -> None:
+        """An admitted attempt was cancelled before it said anything: let another be the probe."""
+        if probe:
+            self._probing = False
+            self._probe_done.set()
+
+    def _close(self) -> None:
+        self._open_until = None
+        self._pause_s = FIRST_PAUSE_S
+        self._recent.clear()

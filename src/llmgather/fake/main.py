@@ -34,8 +34,21 @@ def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
     parser.add_argument(
         "--no-limit-headers", action="store_true", help="send no x-ratelimit-* headers (like many local servers)"
     )
+    parser.add_argument(
+        "--outage",
+        default=None,
+        metavar="START,SECONDS",
+        help="an outage: from START seconds after the first request, for SECONDS, every request gets a 503",
+    )
     parser.add_argument("--log", default=None, help="append one JSON line per request to this file")
     args = parser.parse_args(argv)
+    outage = None
+    if args.outage:
+        try:
+            start, seconds = (float(part) for part in args.outage.split(","))
+        except ValueError:
+            parser.error("--outage takes START,SECONDS, for example 0.5,3")
+        outage = (start, seconds)
     config = FakeConfig(
         latency=args.latency,
         jitter=args.jitter,
@@ -51,6 +64,7 @@ def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
         completion_tokens=args.completion_tokens,
         log_path=args.log,
         limit_headers=not args.no_limit_headers,
+        outage=outage,
     )
     return config, args.host, args.port
 

@@ -46,6 +46,8 @@ class FakeConfig:
     completion_tokens: int = 16
     log_path: str | None = None
     limit_headers: bool = True
+    outage: tuple[float, float] | None = None
+    """(start, seconds) after the first request: every request in that time gets a 503."""
 
 
 def prompt_text(messages: list[dict[str, Any]]) -> str:
@@ -174,6 +176,7 @@ class FakeProvider:
         self._requests = _Limit(config.rpm) if config.rpm else None
         self._tokens = _Limit(config.tpm) if config.tpm else None
         self._log = open(config.log_path, "a", buffering=1) if config.log_path else None  # noqa: SIM115
+        self._first_request_at: float | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -223,6 +226,8 @@ class FakeProvider:
             return self._error(404, f"The model `{model}` does not exist.", "model_not_found", "invalid_request_error")
         text = prompt_text(messages)
         digest = request["digest"] = prompt_digest(text)
+        if self._in_outage():
+            return self._error(503, "The service is temporarily unavailable.", None, "server_error")
         seen = self.stats.seen_per_prompt[digest]
         self.stats.seen_per_prompt[digest] += 1
         directive = _parse_directive(text)
@@ -287,6 +292,15 @@ class FakeProvider:
             },
             headers=self._limit_headers(),
         )
+
+    def _in_outage(self) -> bool:
+        now = time.monotonic()
+        if self._first_request_at is None:
+            self._first_request_at = now
+        if self.config.outage is None:
+            return False
+        start, seconds = self.config.outage
+        return start <= now - self._first_request_at < start + seconds
 
     def _draw(self, digest: str, seen: int, kind: str, rate: float) -> bool:
         return rate > 0 and random.Random(f"{self.config.seed}:{digest}:{seen}:{kind}").random() < rate

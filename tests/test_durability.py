@@ -1,0 +1,363 @@
+"""Never lose a result, never pay twice: resume, the torn line, the cache, a graceful stop, budgets, secrets.
+
+Every test runs `llmgather run` as a separate process against a fake-provider process, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import FakeServer, read_jsonl, run_cli, write_jsonl
+
+from llmgather.fake import expected_content, prompt_digest
+
+KEY = "sk-test-not-a-real-key"
+
+
+def run_against(server: FakeServer, source: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("run", str(source), "-o", str(out), "-m", "openai/fake", "--api-base", server.url, *args)
+
+
+def start_run(server: FakeServer, source: Path, out: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmgather",
+            "run",
+            str(source),
+            "-o",
+            str(out),
+            "-m",
+            "openai/fake",
+            "--api-base",
+            server.url,
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OPENAI_API_KEY": KEY},
+    )
+
+
+def wait_for_lines(path: Path, at_least: int, timeout_s: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = path.read_bytes().count(b"\n")
+            if lines >= at_least:
+                return lines
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not reach {at_least} lines in {timeout_s} s")
+
+
+def prompts(n: int, prefix: str = "durable") -> list[dict[str, object]]:
+    return [{"id": i, "prompt": f"{prefix} {i}", "temperature": 0} for i in range(n)]
+
+
+def assert_each_id_once_and_right(out: Path, records: list[dict[str, object]]) -> None:
+    rows = read_jsonl(out)
+    assert Counter(row["id"] for row in rows) == Counter(r["id"] for r in records)
+    by_id = {row["id"]: row for row in rows}
+    for record in records:
+        assert by_id[record["id"]]["content"] == expected_content(str(record["prompt"])), by_id[record["id"]]
+
+
+def test_a_torn_last_line_is_cut_off_on_resume_and_its_request_sent(server: FakeServer, tmp_path: Path) -> None:
+    records = prompts(5)
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    assert run_against(server, source, out, "--max-requests", "3").returncode == 3
+    whole = out.read_bytes()
+    out.write_bytes(whole + b'{"id": 3, "model": "openai/fake", "content": "half a li')  # died mid-write
+    done = run_against(server, source, out, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "torn last line" in done.stderr
+    assert_each_id_once_and_right(out, records)
+    assert server.stats()["requests"] == 5  # three, then the two never answered: nothing twice
+
+
+def test_an_output_that_holds_results_is_never_clobbered(server: FakeServer, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    assert run_against(server, source, out).returncode == 0
+    before = out.read_bytes()
+    again = run_against(server, source, out)
+    assert again.returncode == 2
+    assert "--resume" in again.stderr and "--overwrite" in again.stderr
+    assert out.read_bytes() == before
+    assert server.stats()["requests"] == 3
+
+
+def test_resume_leaves_failures_alone_unless_asked_to_retry_them(server: FakeServer, tmp_path: Path) -> None:
+    records = [
+        {"id": i, "prompt": f"retry me {i}" + (" [[fake status=400 times=1]]" if i % 3 == 0 else "")} for i in range(9)
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    assert run_against(server, source, out).returncode == 1
+    assert sum(row["error"] is not None for row in read_jsonl(out)) == 3
+
+    kept = run_against(server, source, out, "--resume")
+    assert kept.returncode == 0 and server.stats()["requests"] == 9  # nothing left to send
+    assert "--retry-failed" in kept.stderr
+
+    retried = run_against(server, source, out, "--resume", "--retry-failed")
+    assert retried.returncode == 0, retried.stderr
+    assert server.stats()["requests"] == 12  # only the three failures, once each
+    assert_each_id_once_and_right(out, records)  # the failures superseded, not duplicated
+    assert all(row["error"] is None for row in read_jsonl(out))
+
+
+def test_a_cache_hit_sends_nothing_and_says_cached(server: FakeServer, tmp_path: Path) -> None:
+    records = [*prompts(20, "cached"), {"id": "warm", "prompt": "sampled", "temperature": 0.7}]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    cache = tmp_path / "cache.sqlite"
+    first = run_against(server, source, tmp_path / "1.jsonl", "--cache", str(cache))
+    assert first.returncode == 0 and server.stats()["requests"] == 21
+    second = run_against(server, source, tmp_path / "2.jsonl", "--cache", str(cache))
+    assert second.returncode == 0, second.stderr
+    # Temperature 0 came from the cache; the sampled one was sent again, as it was not cacheable.
+    assert server.stats()["requests"] == 22
+    rows = {row["id"]: row for row in read_jsonl(tmp_path / "2.jsonl")}
+    assert all(rows[i]["cached"] is True and rows[i]["cost_usd"] == 0 for i in range(20))
+    assert rows["warm"]["cached"] is False
+    assert_each_id_once_and_right(tmp_path / "2.jsonl", records)
+    assert "20 hits" in second.stderr and "not cacheable" in second.stderr
+
+    third = run_against(server, source, tmp_path / "3.jsonl", "--cache", str(cache), "--cache-nondeterministic")
+    assert third.returncode == 0 and server.stats()["requests"] == 23  # the sampled one, now stored
+    run_against(server, source, tmp_path / "4.jsonl", "--cache", str(cache), "--cache-nondeterministic")
+    assert server.stats()["requests"] == 23
+
+    stats = run_cli("cache", "stats", str(cache))
+    assert stats.returncode == 0 and "21 answers" in stats.stdout
+    cleared = run_cli("cache", "clear", str(cache))
+    assert cleared.returncode == 0 and "removed 21" in cleared.stdout
+    assert "0 answers" in run_cli("cache", "stats", str(cache)).stdout
+
+
+def test_two_processes_share_one_cache(fake_server: Callable[..., FakeServer], tmp_path: Path) -> None:
+    server = fake_server("--latency", "0.01")
+    records = prompts(300, "shared")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    cache = tmp_path / "cache.sqlite"
+    runs = [start_run(server, source, tmp_path / f"{n}.jsonl", "--cache", str(cache), "--quiet") for n in range(2)]
+    for process in runs:
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+    for n in range(2):
+        assert_each_id_once_and_right(tmp_path / f"{n}.jsonl", records)
+    sent = server.stats()["requests"]
+    assert 300 <= sent <= 600
+    third = run_against(server, source, tmp_path / "3.jsonl", "--cache", str(cache))
+    assert third.returncode == 0 and server.stats()["requests"] == sent  # both runs' answers are there
+    assert sqlite3.connect(cache).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sigint_finishes_what_is_in_flight_and_prints_the_resume_command(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    server = fake_server("--latency", "0.3")
+    records = prompts(200, "interrupted")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    process = start_run(server, source, out, "--concurrency", "10")
+    wait_for_lines(out, 20)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "stopping: letting" in stderr
+    rows = read_jsonl(out)  # every line whole
+    stats = server.stats()
+    assert stats["in_flight"] == 0 and len(rows) == stats["answered"]  # what was in flight finished and is written
+    assert len(rows) < 200
+    command = stderr.split("to finish, run:\n", 1)[1].strip().splitlines()[0]
+    assert command.startswith("llmgather run ") and command.endswith("--resume")
+
+    resumed = run_cli(*command.split()[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_each_id_once_and_right(out, records)
+    assert server.stats()["answered"] == 200
+
+
+def test_a_second_sigint_stops_at_once_and_tears_nothing(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    server = fake_server("--latency", "5")
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(40, "impatient"))
+    out = tmp_path / "out.jsonl"
+    process = start_run(server, source, out, "--concurrency", "10")
+    deadline = time.monotonic() + 20
+    while server.stats()["in_flight"] < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - started < 4  # did not wait out the 5 s answers
+    assert out.read_bytes() == b""  # nothing answered, nothing half-written
+    assert "--resume" in stderr
+
+
+def test_a_bad_key_stops_after_a_few_requests_naming_model_and_endpoint(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    server = fake_server("--api-key", "sk-the-right-one")
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(2000, "denied"))
+    done = run_against(server, source, tmp_path / "out.jsonl", "--concurrency", "8")
+    assert done.returncode == 3
+    assert "AuthenticationError" in done.stderr and "openai/fake" in done.stderr and server.url in done.stderr
+    assert server.stats()["requests"] <= 8
+    assert read_jsonl(tmp_path / "out.jsonl") == []
+
+
+def test_an_exhausted_quota_stops_after_a_few_requests(fake_server: Callable[..., FakeServer], tmp_path: Path) -> None:
+    server = fake_server("--quota", "30")
+    records = prompts(2000, "quota")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    done = run_against(server, source, out, "--concurrency", "8")
+    assert done.returncode == 3 and "QuotaExceededError" in done.stderr
+    assert server.stats()["requests"] <= 30 + 8
+    assert len(read_jsonl(out)) == 30 and "--resume" in done.stderr
+
+
+def test_an_outage_costs_a_few_probes_not_every_retry(fake_server: Callable[..., FakeServer], tmp_path: Path) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--latency", "0.02", "--outage", "0.3,3", "--log", str(log))
+    records = prompts(600, "outage")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    done = run_against(server, source, out, "--concurrency", "20", "--max-retries", "8")
+    assert done.returncode == 0, done.stderr
+    assert_each_id_once_and_right(out, records)
+    refused = server.stats()["by_status"].get("503", 0)
+    # Without the breaker, 20 requests in flight would each retry through the 3 s: well over 100 refusals.
+    assert 0 < refused <= 20 + 20 + 8, refused
+    assert "outage paused sending" in done.stderr
+
+
+def test_budgets_stop_the_run_resumably(fake_server: Callable[..., FakeServer], tmp_path: Path) -> None:
+    server = fake_server()
+    records = prompts(200, "budget")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    by_count = run_against(server, source, out, "--max-requests", "50")
+    assert by_count.returncode == 3 and "budget of 50 requests" in by_count.stderr
+    assert server.stats()["requests"] == 50 and len(read_jsonl(out)) == 50
+
+    # gpt-4o-mini is in the bundled price table: 16 completion tokens each cost about $0.00001.
+    priced = ["run", str(source), "-o", str(tmp_path / "cost.jsonl"), "-m", "openai/gpt-4o-mini"]
+    by_cost = run_cli(*priced, "--api-base", server.url, "--max-cost", "0.0001", "--concurrency", "4")
+    assert by_cost.returncode == 3 and "budget of $0.0001" in by_cost.stderr
+    spent = sum(row["cost_usd"] for row in read_jsonl(tmp_path / "cost.jsonl"))
+    assert 0.0001 <= spent < 0.0001 + 4 * 0.00002
+
+    finished = run_against(server, source, out, "--resume")
+    assert finished.returncode == 0
+    assert_each_id_once_and_right(out, records)
+
+
+def test_the_key_appears_in_no_file_the_run_wrote(fake_server: Callable[..., FakeServer], tmp_path: Path) -> None:
+    server = fake_server("--api-key", KEY)
+    records = [*prompts(30, "secret"), {"id": "bad", "prompt": "[[fake status=400 times=9]]"}]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out, cache = tmp_path / "out.jsonl", tmp_path / "cache.sqlite"
+    done = run_against(server, source, out, "--cache", str(cache))
+    assert done.returncode == 1
+    again = run_against(server, source, out, "--resume", "--retry-failed", "--cache", str(cache))
+    wrong_key = "sk-wrong-but-still-secret-0123456789"
+    denied = ["run", str(source), "-o", str(tmp_path / "denied.jsonl"), "-m", "openai/fake", "--api-base", server.url]
+    wrong = run_cli(*denied, "--api-key-env", "OTHER_KEY", env={"OTHER_KEY": wrong_key})
+    assert wrong.returncode == 3 and "AuthenticationError" in wrong.stderr
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    written = [p for p in tmp_path.iterdir() if p.name != "in.jsonl"]
+    assert {out, cache, tmp_path / "denied.jsonl"} <= set(written)
+    for path in written:
+        content = path.read_bytes()
+        assert KEY.encode() not in content and wrong_key.encode() not in content, path
+    for output in (done, again, wrong):
+        assert KEY not in output.stdout + output.stderr and wrong_key not in output.stdout + output.stderr
+
+
+def test_killed_at_random_points_resumed_each_time_nothing_lost_nothing_sent_twice(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--latency", "0.05", "--jitter", "0.05", "--log", str(log))
+    records = prompts(2000, "crash")
+    digest_of = {r["id"]: prompt_digest(str(r["prompt"])) for r in records}
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    kills = 0
+    seed = random.randrange(1_000_000)
+    points = sorted(random.Random(seed).sample(range(100, 1900), 4))  # lines written before each SIGKILL
+    for at_least in points:
+        written_before = _ids_written(out)
+        log_offset = log.stat().st_size if log.exists() else 0
+        process = start_run(server, source, out, "--concurrency", "40", "--quiet", *(["--resume"] if kills else []))
+        _kill_when(out, at_least, process)
+        kills += 1
+        _assert_not_sent_again(log, log_offset, {digest_of[i] for i in written_before})
+    written_before = _ids_written(out)
+    log_offset = log.stat().st_size
+    final = start_run(server, source, out, "--concurrency", "40", "--quiet", "--resume")
+    _, stderr = final.communicate(timeout=60)
+    assert final.returncode == 0, stderr
+    _assert_not_sent_again(log, log_offset, {digest_of[i] for i in written_before})
+    assert_each_id_once_and_right(out, records)
+    assert kills == 4, f"seed {seed}"
+
+
+def _kill_when(out: Path, at_least: int, process: subprocess.Popen[str]) -> None:
+    # A timer thread, not a sleep: the kill lands wherever the run happens to be, mid-write included.
+    try:
+        wait_for_lines(out, at_least, timeout_s=60)
+        threading.Timer(0.0, process.kill).start()
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def _ids_written(out: Path) -> set[object]:
+    if not out.exists():
+        return set()
+    ids = set()
+    for line in out.read_bytes().splitlines(keepends=True):
+        if line.endswith(b"\n"):
+            ids.add(json.loads(line)["id"])
+    return ids
+
+
+def _assert_not_sent_again(log: Path, offset: int, already_written: set[str]) -> None:
+    with log.open("rb") as file:
+        file.seek(offset)
+        sent = {json.loads(line)["prompt"] for line in file if line.strip()}
+    assert not (sent & already_written), f"{len(sent & already_written)} prompts already in the output were sent again"
+
+
+@pytest.mark.parametrize("flag", ["--resume"])
+def test_resume_needs_an_output_file(server: FakeServer, tmp_path: Path, flag: str) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(1))
+    done = run_cli("run", str(source), "-m", "openai/fake", "--api-base", server.url, flag)
+    assert done.returncode == 2 and "-o" in done.stderr

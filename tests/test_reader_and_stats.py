@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -50,3 +51,16 @@ def test_histogram_percentiles_are_within_one_percent() -> None:
         estimate = histogram.percentile(q)
         assert estimate is not None and exact * 0.99 <= estimate <= exact * 1.02
     assert LatencyHistogram().percentile(50) is None
+
+
+def test_token_estimates_are_calibrated_by_the_usage_providers_report() -> None:
+    from llmgather.limits.tokens import DEFAULT_COMPLETION_TOKENS, TokenEstimator
+    from llmgather.types import Request, Usage
+
+    estimator = TokenEstimator()
+    request = Request.from_prompt(1, "x" * 400)  # 100 tokens by characters, 4 of framing
+    assert estimator.estimate(request) == 104 + DEFAULT_COMPLETION_TOKENS
+    # This provider counts 2 characters a token and no framing, and answers in 20 tokens.
+    estimator.observe(request, Usage(prompt_tokens=200, completion_tokens=20, total_tokens=220))
+    longer = Request.from_prompt(2, "y" * 800)
+    assert estimator.estimate(longer) == math.ceil(204 * 200 / 104) + 20

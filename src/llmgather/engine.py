@@ -335,7 +335,7 @@ class Engine:
         if usage is not None:
             tally.prompt_tokens += usage.prompt_tokens
             tally.completion_tokens += usage.completion_tokens
-            self._estimator.observe(usage.completion_tokens)
+            self._estimator.observe(request, usage)
             if self._cost is not None:
                 cost = self._cost(usage)
                 if cost is not None:

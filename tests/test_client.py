@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from pathlib import Path
 
 import pytest
 from conftest import FakeServer
@@ -84,3 +85,17 @@ def test_cancellation_leaves_no_task_or_connection_behind(server: FakeServer) ->
             break
         asyncio.run(asyncio.sleep(0.05))
     assert server.stats()["in_flight"] == 0
+
+
+def test_gather_with_an_output_resumes_where_it_stopped(server: FakeServer, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    prompts = [{"id": i, "prompt": f"api resume {i}"} for i in range(30)]
+    with pytest.raises(llmgather.RunStopped):
+        llmgather.run(prompts, model="openai/fake", api_base=server.url, api_key="k", output=out, max_requests=10)
+    assert len(out.read_text().splitlines()) == 10
+    with pytest.raises(llmgather.InputError, match="--resume"):
+        llmgather.run(prompts, model="openai/fake", api_base=server.url, api_key="k", output=out)
+    results = llmgather.run(prompts, model="openai/fake", api_base=server.url, api_key="k", output=out, resume=True)
+    assert [r.content for r in results] == [expected_content(str(p["prompt"])) for p in prompts]
+    assert server.stats()["requests"] == 30
+    assert len(out.read_text().splitlines()) == 30

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from llmgather.cache import ResponseCache
     from llmgather.client import ModelConfig
     from llmgather.io import ResumeState
+    from llmgather.io.rows import Template
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -83,6 +84,16 @@ def main() -> None:
     show_default=True,
     help="Seconds for all attempts at one request together.",
 )
+@click.option(
+    "--template",
+    help='Build each prompt from the input row\'s columns: "Answer briefly: {question}". For CSV, Parquet or JSONL.',
+)
+@click.option(
+    "--template-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A Jinja2 template file for each prompt, filled from the row's columns (needs llmgather[templates]).",
+)
+@click.option("--system", help="A system message sent before each templated prompt.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option(
     "--resume", is_flag=True, help="Continue an earlier run into the same -o: send only what it left unanswered."
@@ -114,7 +125,7 @@ def main() -> None:
 @click.option("--max-requests", type=click.IntRange(min=1), help="Stop (resumably) after sending this many requests.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress view and no summary.")
 def run_command(**options: Any) -> None:
-    """Send every request in INPUT (JSONL; '-' for standard input) and write one result line each.
+    """Send every request in INPUT (JSONL, CSV or Parquet; '-' reads JSONL from standard input).
 
     \b
     Each input line is one of:
@@ -122,6 +133,8 @@ def run_command(**options: Any) -> None:
       {"id": ..., "messages": [...]}
       {"custom_id": ..., "method": "POST", "url": "/v1/chat/completions", "body": {...}}
     Other keys (temperature, max_tokens, ...) pass through to the request.
+    CSV and Parquet files are read as rows: a 'prompt' column, or --template
+    filled from the columns; the other columns come back in each result's "row".
     The whole input is checked before anything is sent.
     """
     from llmgather.errors import Error
@@ -149,6 +162,9 @@ class RunOptions:
     timeout: float
     max_retries: int
     deadline: float
+    template: str | None
+    template_file: Path | None
+    system: str | None
     overwrite: bool
     resume: bool
     retry_failed: bool
@@ -192,7 +208,7 @@ def _run(options: RunOptions) -> int:
         raise InputError("--resume needs the output file to continue: give it with -o")
     if options.retry_failed and not options.resume:
         raise InputError("--retry-failed goes with --resume")
-    source = open_input(options.input_path)
+    source = open_input(options.input_path, template=_template(options))
     total = source.check()
     configs = [_model_config(model, options) for model in options.models]
     resume = ResumeState()
@@ -224,6 +240,21 @@ def _run(options: RunOptions) -> int:
         if cache is not None:
             cache.close()
     return _finish(options, outcome, writer.written, cache)
+
+
+def _template(options: RunOptions) -> Template | None:
+    from llmgather.errors import InputError
+    from llmgather.io.rows import Template
+
+    if options.template and options.template_file:
+        raise InputError("give --template or --template-file, not both")
+    if options.template_file is not None:
+        return Template.from_file(options.template_file, system=options.system)
+    if options.template:
+        return Template(options.template, system=options.system)
+    if options.system:
+        raise InputError("--system goes with --template or --template-file")
+    return None
 
 
 def _model_config(model: str, options: RunOptions) -> ModelConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +20,7 @@ from llmgather.errors import InputError, RequestError
 from llmgather.io import ResultWriter, open_output, read_results
 from llmgather.io.reader import request_from_record, requests_from
 from llmgather.limits import Limits
-from llmgather.pricing import cost_function
+from llmgather.pricing import Prices, cost_function
 from llmgather.retry import RetryPolicy
 from llmgather.types import Message, Request, Result
 
@@ -38,6 +38,8 @@ class ModelConfig:
     limits: Limits = field(default_factory=Limits)
     timeout_s: float = 120.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    prices: Mapping[str, Prices] = field(default_factory=dict)
+    """Prices the user gave (USD per million tokens), by model; they win over any table."""
 
     @classmethod
     def build(
@@ -53,6 +55,7 @@ class ModelConfig:
         timeout: float = 120.0,
         max_retries: int = 5,
         deadline: float | None = 600.0,
+        prices: Mapping[str, Prices] | None = None,
     ) -> ModelConfig:
         if api_key is None:
             env = api_key_env or (DEFAULT_KEY_ENV if uses_native_backend(model, api_base) else None)
@@ -64,6 +67,7 @@ class ModelConfig:
             limits=Limits(concurrency=concurrency, rpm=rpm, tpm=tpm),
             timeout_s=timeout,
             retry=RetryPolicy(max_retries=max_retries, deadline_s=deadline),
+            prices=dict(prices or {}),
         )
 
     def engine(
@@ -78,7 +82,7 @@ class ModelConfig:
             limits=self.limits,
             retry=self.retry,
             timeout_s=self.timeout_s,
-            cost=cost_function(self.model),
+            cost=cost_function(self.model, self.prices, provider_endpoint=self.api_base is None),
             cache=cache,
             budget=budget,
         )

@@ -234,6 +234,7 @@ class Engine:
         if hit is not None:
             self._tally.succeeded += 1
             self._tally.cached += 1
+            hit.row = request.row
             return hit
         result = await self._run(request)
         if result is not None and result.ok:
@@ -353,6 +354,7 @@ class Engine:
             attempts=attempts,
             cost_usd=cost,
             finish_reason=response.finish_reason,
+            row=request.row,
         )
 
     def _failure(self, request: Request, error: RequestError, attempts: int, latency_s: float) -> Result:
@@ -365,6 +367,7 @@ class Engine:
             attempts=attempts,
             error=ErrorInfo(type=error.type_name, status=error.status, message=error.message),
             exception=error,
+            row=request.row,
         )
 
     def _halt(self, error: FatalError) -> None:

@@ -22,6 +22,8 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)
     # Where the request came from, so that errors can name it ("prompts.jsonl:12").
     source: str = ""
+    row: dict[str, Any] | None = None
+    """The input row's other columns (expected answer, category), carried into the result for scoring."""
 
     @classmethod
     def from_prompt(cls, id: RequestId, prompt: str, **params: Any) -> Request:
@@ -91,6 +93,7 @@ class Result:
     finish_reason: str | None = None
     cached: bool = False
     """Answered from the response cache: no request was sent for it."""
+    row: dict[str, Any] | None = None
     # The error itself, for callers that raise it (Client.complete); never written out.
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
@@ -112,6 +115,7 @@ class Result:
             cost_usd=record.get("cost_usd"),
             error=ErrorInfo(error.get("type", ""), error.get("status"), error.get("message", "")) if error else None,
             cached=bool(record.get("cached")),
+            row=record.get("row"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,4 +129,5 @@ class Result:
             "cost_usd": self.cost_usd,
             "error": self.error.to_dict() if self.error is not None else None,
             "cached": self.cached,
+            **({"row": self.row} if self.row is not None else {}),
         }

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from llmgather.errors import InputError
+from llmgather.io.rows import Template, csv_rows, parquet_rows, request_from_row
 from llmgather.types import Request, RequestId
 
 _BATCH_KEYS = {"custom_id", "method", "url", "body"}
@@ -78,13 +79,26 @@ def _check_messages(messages: Any, source: str) -> None:
 
 
 class JsonlInput:
-    """A JSONL file of requests, read twice: once to check it whole, then streamed to the engine."""
+    """A file of requests, read twice: once to check it whole, then streamed to the engine.
 
-    def __init__(self, path: Path, name: str | None = None, *, spooled: bool = False) -> None:
+    JSONL lines are requests as they are, or, with a template, rows; CSV and Parquet files are rows (`rows`).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        name: str | None = None,
+        *,
+        spooled: bool = False,
+        kind: str = "jsonl",
+        template: Template | None = None,
+    ) -> None:
         self.path = path
         self.name = name or str(path)
         self.count = 0
         self._spooled = spooled
+        self._kind = kind
+        self._template = template
 
     def discard_spool(self) -> None:
         """Remove the temporary copy of standard input, if this is one."""
@@ -118,6 +132,11 @@ class JsonlInput:
         return self._parse()
 
     def _parse(self) -> Iterator[Request]:
+        if self._kind != "jsonl":
+            rows = csv_rows(self.path, self.name) if self._kind == "csv" else parquet_rows(self.path, self.name)
+            for row, source, number in rows:
+                yield request_from_row(row, number, source, self._template)
+            return
         with self.path.open("rb") as lines:
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
@@ -127,22 +146,29 @@ class JsonlInput:
                     record = json.loads(line)
                 except ValueError as exc:
                     raise InputError(f"not valid JSON ({exc})", source=source) from None
-                yield request_from_record(record, number, source)
+                if self._template is not None and isinstance(record, dict):
+                    yield request_from_row(record, number, source, self._template)
+                else:
+                    yield request_from_record(record, number, source)
 
 
-def open_input(name: str, stdin: IO[bytes] | None = None) -> JsonlInput:
-    """The input named on the command line; '-' spools standard input to a temporary file first."""
+_KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", "": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+def open_input(name: str, stdin: IO[bytes] | None = None, *, template: Template | None = None) -> JsonlInput:
+    """The input named on the command line; '-' spools standard input (JSONL) to a temporary file first."""
     if name == "-":
         spool = tempfile.NamedTemporaryFile(prefix="llmgather-stdin-", suffix=".jsonl", delete=False)  # noqa: SIM115
         with spool:
             shutil.copyfileobj(stdin or sys.stdin.buffer, spool)
-        return JsonlInput(Path(spool.name), name="<stdin>", spooled=True)
+        return JsonlInput(Path(spool.name), name="<stdin>", spooled=True, template=template)
     path = Path(name)
     if not path.is_file():
         raise InputError(f"no such input file: {name}")
-    if path.suffix.lower() not in (".jsonl", ".json", ".ndjson", ""):
-        raise InputError(f"{name}: only JSONL input is read (one JSON object a line)")
-    return JsonlInput(path)
+    kind = _KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"{name}: input is read from JSONL, CSV or Parquet files (.jsonl, .csv, .parquet)")
+    return JsonlInput(path, kind=kind, template=template)
 
 
 def requests_from(items: Iterable[str | dict[str, Any] | Request]) -> list[Request]:

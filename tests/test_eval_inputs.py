@@ -76,3 +76,33 @@ def test_a_row_without_prompt_or_template_is_an_error(server: FakeServer, tmp_pa
     done = run_rows(server, source, tmp_path / "out.jsonl")
     assert done.returncode == 2 and "--template" in done.stderr and "question" in done.stderr
     assert server.stats()["requests"] == 0
+
+
+def test_dry_run_sends_nothing_and_estimates_each_model(fake_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = fake_server()
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"id": {i}, "prompt": "{"x" * 400}", "max_tokens": 10}}\n' for i in range(50)))
+    out = tmp_path / "out.jsonl"
+    done = run_cli(
+        *("run", str(source), "-o", str(out), "-m", "openai/a", "-m", "openai/b", "--api-base", server.url),
+        *("--price", "openai/a=1000,2000", "--dry-run"),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.startswith("openai/")}
+    # 400 characters are 100 tokens, plus 4 of framing; 10 completion tokens each.
+    assert rows["openai/a"][1:5] == ["50", "5,200", "500", f"{(5200 * 1000 + 500 * 2000) / 1e6:.4f}"]
+    assert rows["openai/b"][4] == "unknown" and "--price" in done.stdout
+    assert server.stats()["requests"] == 0 and not out.exists()
+
+
+def test_costs_from_a_given_price_are_on_each_line_and_totalled(server: FakeServer, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"id": {i}, "prompt": "priced prompt {i}"}}\n' for i in range(40)))
+    out = tmp_path / "out.jsonl"
+    done = run_rows(server, source, out, "--price", "openai/fake=1000,2000")
+    assert done.returncode == 0, done.stderr
+    rows = read_jsonl(out)
+    for row in rows:
+        usage = row["usage"]
+        assert row["cost_usd"] == round((usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000) / 1e6, 8)
+    assert f"cost       ${sum(row['cost_usd'] for row in rows):.4f}" in done.stderr

@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from llmgather.batch import BatchOutcome
     from llmgather.cache import ResponseCache
     from llmgather.client import ModelConfig
     from llmgather.io import ResumeState
     from llmgather.io.rows import Template
+    from llmgather.types import Request
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -123,6 +126,18 @@ def main() -> None:
     help="Stop (resumably) once this many USD are spent; may go over by what is in flight.",
 )
 @click.option("--max-requests", type=click.IntRange(min=1), help="Stop (resumably) after sending this many requests.")
+@click.option(
+    "--price",
+    "prices",
+    multiple=True,
+    metavar="MODEL=IN,OUT",
+    help="USD per million prompt and completion tokens for MODEL (repeatable); wins over the price tables.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the requests, estimated tokens and cost per model, and send nothing.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress view and no summary.")
 def run_command(**options: Any) -> None:
     """Send every request in INPUT (JSONL, CSV or Parquet; '-' reads JSONL from standard input).
@@ -173,6 +188,8 @@ class RunOptions:
     grace: float
     max_cost: float | None
     max_requests: int | None
+    prices: tuple[str, ...]
+    dry_run: bool
     quiet: bool
 
 
@@ -211,6 +228,12 @@ def _run(options: RunOptions) -> int:
     source = open_input(options.input_path, template=_template(options))
     total = source.check()
     configs = [_model_config(model, options) for model in options.models]
+    if options.dry_run:
+        try:
+            _dry_run(source, configs, options)
+        finally:
+            source.discard_spool()
+        return EXIT_OK
     resume = ResumeState()
     if options.output is not None:
         resume = open_output(
@@ -257,8 +280,36 @@ def _template(options: RunOptions) -> Template | None:
     return None
 
 
+def _dry_run(source: Iterable[Request], configs: list[ModelConfig], options: RunOptions) -> None:
+    from llmgather.io.resume import prepare_resume
+    from llmgather.limits.tokens import DEFAULT_COMPLETION_TOKENS, TokenEstimator
+    from llmgather.pricing import price_of
+    from llmgather.report import Estimate, dry_run_lines
+
+    done = None
+    if options.resume and options.output is not None:
+        done = prepare_resume(options.output, retry_failed=options.retry_failed, repair=False)
+    estimator = TokenEstimator()
+    estimates = [
+        Estimate(c.model, prices=price_of(c.model, c.prices, provider_endpoint=c.api_base is None)) for c in configs
+    ]
+    for request in source:
+        prompt_tokens = estimator.prompt_tokens(request)
+        budget = request.completion_budget()
+        for estimate in estimates:
+            if done is not None and done.skips(request.id, estimate.model):
+                continue
+            estimate.requests += 1
+            estimate.prompt_tokens += prompt_tokens
+            estimate.completion_tokens += budget if budget is not None else DEFAULT_COMPLETION_TOKENS
+            estimate.unbudgeted += budget is None
+    for line in dry_run_lines(estimates):
+        click.echo(line)
+
+
 def _model_config(model: str, options: RunOptions) -> ModelConfig:
     from llmgather.client import ModelConfig
+    from llmgather.pricing import parse_price
 
     return ModelConfig.build(
         model,
@@ -270,6 +321,7 @@ def _model_config(model: str, options: RunOptions) -> ModelConfig:
         timeout=options.timeout,
         max_retries=options.max_retries,
         deadline=options.deadline,
+        prices=dict(parse_price(text) for text in options.prices),
     )
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from llmgather.engine import EngineStats
+from llmgather.limits.tokens import DEFAULT_COMPLETION_TOKENS
+from llmgather.pricing import Prices
 from llmgather.progress import pace_text
 
 
@@ -46,4 +49,43 @@ def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
         if stats.cost_usd:
             lines.append(f"  cost       ${stats.cost_usd:.4f}")
         lines.append(f"  time       {wall_s:.2f}s wall, {rate:.1f} req/s")
+    return lines
+
+
+@dataclass(slots=True)
+class Estimate:
+    """What a run would send to one model, estimated before sending anything (`--dry-run`)."""
+
+    model: str
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    unbudgeted: int = 0
+    """Requests without max_tokens, whose completion is counted at the default guess."""
+    prices: Prices | None = None
+
+    @property
+    def cost_usd(self) -> float | None:
+        if self.prices is None:
+            return None
+        return (self.prompt_tokens * self.prices[0] + self.completion_tokens * self.prices[1]) / 1e6
+
+
+def dry_run_lines(estimates: Sequence[Estimate]) -> list[str]:
+    lines = [f"{'model':<32} {'requests':>9} {'prompt tokens':>14} {'completion tokens':>18} {'cost USD':>10}"]
+    for e in estimates:
+        cost = f"{e.cost_usd:.4f}" if e.cost_usd is not None else "unknown"
+        lines.append(f"{e.model:<32} {e.requests:>9,} {e.prompt_tokens:>14,} {e.completion_tokens:>18,} {cost:>10}")
+    total = [e.cost_usd for e in estimates]
+    if len(estimates) > 1 and all(c is not None for c in total):
+        lines.append(f"{'total':<32} {'':>9} {'':>14} {'':>18} {sum(c or 0 for c in total):>10.4f}")
+    unbudgeted = max((e.unbudgeted for e in estimates), default=0)
+    if unbudgeted:
+        lines.append(
+            f"{unbudgeted:,} requests set no max_tokens: their completions are counted at "
+            f"{DEFAULT_COMPLETION_TOKENS} tokens each. Prompt tokens are estimated from characters."
+        )
+    if any(e.prices is None for e in estimates):
+        lines.append("Cost is unknown for models without a price: give one with --price MODEL=IN,OUT.")
+    lines.append("Nothing was sent (--dry-run).")
     return lines

@@ -71,8 +71,11 @@ def key_of(record: dict[str, object]) -> ResultKey:
     return request_id, str(record["model"])
 
 
-def prepare_resume(path: Path, *, retry_failed: bool) -> ResumeState:
-    """Read an existing output, repair a torn last line, drop what is to be sent again; say what is done."""
+def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> ResumeState:
+    """Read an existing output, repair a torn last line, drop what is to be sent again; say what is done.
+
+    With `repair=False` the file is left as it is (for a dry run).
+    """
     state = ResumeState()
     if not path.exists():
         return state
@@ -97,7 +100,7 @@ def prepare_resume(path: Path, *, retry_failed: bool) -> ResumeState:
     state.done = set(kept)
     state.succeeded = sum(ok for _, _, ok in kept.values())
     state.failed_kept = len(kept) - state.succeeded
-    if state.torn_bytes or len(kept) != lines:
+    if repair and (state.torn_bytes or len(kept) != lines):
         _rewrite(path, sorted((at, length) for at, length, _ in kept.values()))
     return state
 

@@ -408,3 +408,32 @@ def cache_clear(path: Path, model: str | None) -> None:
     with ResponseCache(path) as cache:
         removed = cache.clear(model)
     click.echo(f"removed {removed} answers from {path}")
+
+
+@main.command("compare")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "csv", "html"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--expected", help="The row column holding the expected answer. Default: answer, expected, target, ...")
+@click.option("--scorer", metavar="MODULE:FUNCTION", help="Mark each answer with FUNCTION(answer, row) -> 0..1.")
+def compare_command(output: Path, fmt: str, expected: str | None, scorer: str | None) -> None:
+    """Compare the models in OUTPUT (a `run` output): per model, then each prompt's answers side by side.
+
+    Per model: success rate, latency p50/p95/p99, tokens, cost and, when the rows carry an expected
+    answer (from a CSV or Parquet input), exact-match accuracy.
+    """
+    from llmgather.compare import compare, load_scorer, render
+    from llmgather.errors import InputError
+
+    try:
+        if str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))  # so that --scorer finds the user's own modules
+        comparison = compare(output, expected=expected, scorer=load_scorer(scorer) if scorer else None)
+    except InputError as error:
+        _exit_at_once(_report_error(error))
+    click.echo(render(comparison, fmt), nl=False)

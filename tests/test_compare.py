@@ -1,0 +1,102 @@
+"""`llmgather compare`: its numbers checked against the output file they come from."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import FakeServer, read_jsonl, run_cli
+
+from llmgather.stats import LatencyHistogram
+
+
+def model_rows(csv_text: str) -> dict[str, dict[str, str]]:
+    first_table = csv_text.split("\n\n", 1)[0].replace("\r\n", "\n")
+    return {row["model"]: row for row in csv.DictReader(io.StringIO(first_table))}
+
+
+def test_the_per_model_numbers_are_those_of_the_output_file(server: FakeServer, tmp_path: Path) -> None:
+    source = tmp_path / "questions.csv"
+    lines = ["id,question,answer"] + [
+        f"q{i},question {i}{' [[fake status=400]]' if i % 7 == 0 else ''},x" for i in range(60)
+    ]
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    done = run_cli(
+        *("run", str(source), "-o", str(out), "-m", "openai/a", "-m", "openai/b", "--api-base", server.url),
+        *("--template", "{question}", "--price", "openai/a=1000,2000"),
+    )
+    assert done.returncode == 1, done.stderr  # the forced 400s
+    compared = run_cli("compare", str(out), "--format", "csv")
+    assert compared.returncode == 0, compared.stderr
+    table = model_rows(compared.stdout)
+    records = read_jsonl(out)
+    for model in ("openai/a", "openai/b"):
+        mine = [r for r in records if r["model"] == model]
+        ok = [r for r in mine if r["error"] is None]
+        row = table[model]
+        assert row["results"] == str(len(mine)) == "60"
+        assert row["succeeded"] == f"{len(ok) / len(mine):.1%}"
+        assert row["prompt tokens"] == str(sum(r["usage"]["prompt_tokens"] for r in ok))
+        assert row["completion tokens"] == str(sum(r["usage"]["completion_tokens"] for r in ok))
+        histogram = LatencyHistogram()
+        for r in ok:
+            histogram.add(r["latency_s"])
+        assert row["p95 s"] == f"{histogram.percentile(95):.3f}"
+    cost_a = sum(r["cost_usd"] or 0 for r in records if r["model"] == "openai/a")
+    assert cost_a > 0 and table["openai/a"]["cost USD"] == f"{cost_a:.4f}"
+    assert table["openai/b"]["cost USD"] == "-"
+    assert table["openai/a"]["accuracy"] == "0.0%"  # the fake provider's answers are digests, never 'x'
+    answers = compared.stdout.split("\n\n", 1)[1]
+    assert answers.startswith("id,openai/a,openai/b") and "(error)" in answers
+
+
+def write_results(path: Path, results: list[tuple[str, str, str | None, str]]) -> Path:
+    lines = []
+    for request_id, model, content, expected in results:
+        record = {"id": request_id, "model": model, "content": content, "usage": None, "latency_s": 0.5}
+        record |= {"attempts": 1, "cost_usd": None, "error": None, "cached": False, "row": {"answer": expected}}
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_exact_match_accuracy_ignores_case_space_and_final_punctuation(tmp_path: Path) -> None:
+    out = write_results(
+        tmp_path / "out.jsonl",
+        [
+            ("q1", "a", " New Delhi. ", "New Delhi"),
+            ("q2", "a", "4", "4"),
+            ("q1", "b", "Mumbai", "New Delhi"),
+            ("q2", "b", "four!", "4"),
+        ],
+    )
+    compared = run_cli("compare", str(out), "--format", "csv")
+    table = model_rows(compared.stdout)
+    assert table["a"]["accuracy"] == "100.0%" and table["b"]["accuracy"] == "0.0%"
+    markdown = run_cli("compare", str(out), "--format", "markdown").stdout
+    assert "| a | 2 | 100.0% |" in markdown and "exact match with 'answer'" in markdown
+
+
+def test_a_scorer_plugs_in_as_module_function(tmp_path: Path) -> None:
+    out = write_results(tmp_path / "out.jsonl", [("q1", "a", "four", "4"), ("q2", "a", "five", "5")])
+    (tmp_path / "my_scorers.py").write_text(
+        "WORDS = {'four': '4', 'five': '6'}\ndef numeric(answer, row):\n    return WORDS.get(answer) == row['answer']\n"
+    )
+    compared = subprocess.run(
+        [sys.executable, "-m", "llmgather", "compare", str(out), "--format", "csv", "--scorer", "my_scorers:numeric"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ},
+        timeout=60,
+    )
+    assert compared.returncode == 0, compared.stderr
+    assert model_rows(compared.stdout)["a"]["accuracy"] == "50.0%"
+    bad = run_cli("compare", str(out), "--scorer", "no_such_module:f")
+    assert bad.returncode == 2 and "no_such_module" in bad.stderr

@@ -100,3 +100,44 @@ def test_a_scorer_plugs_in_as_module_function(tmp_path: Path) -> None:
     assert model_rows(compared.stdout)["a"]["accuracy"] == "50.0%"
     bad = run_cli("compare", str(out), "--scorer", "no_such_module:f")
     assert bad.returncode == 2 and "no_such_module" in bad.stderr
+
+
+def test_three_models_fan_out_each_under_its_own_limits(fake_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    logs = {name: tmp_path / f"{name}.log" for name in ("a", "b", "c")}
+    servers = {
+        "a": fake_server("--rpm", "2400", "--latency", "0.05", "--log", str(logs["a"])),
+        "b": fake_server("--tpm", "60000", "--latency", "0.1", "--log", str(logs["b"])),
+        "c": fake_server("--latency", "0.02", "--log", str(logs["c"])),
+    }
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'[[model]]\nname = "openai/a"\napi_base = "{servers["a"].url}"\nrpm = 2400\n\n'
+        f'[[model]]\nname = "openai/b"\napi_base = "{servers["b"].url}"\ntpm = 60000\n\n'
+        f'[[model]]\nname = "openai/c"\napi_base = "{servers["c"].url}"\nconcurrency = 5\nprice = [1000, 2000]\n'
+    )
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "prompt": f"fan out {i}"}) + "\n" for i in range(200)))
+    out = tmp_path / "out.jsonl"
+    done = run_cli("run", str(source), "-o", str(out), "--models", str(models), "--concurrency", "40")
+    assert done.returncode == 0, done.stderr
+    records = read_jsonl(out)
+    assert {(r["id"], r["model"]) for r in records} == {(i, f"openai/{m}") for i in range(200) for m in "abc"}
+    assert all(r["cost_usd"] for r in records if r["model"] == "openai/c")
+    for name, server in servers.items():
+        stats = server.stats()
+        assert stats["answered"] == 200 and stats["rate_limited"] <= 2, (name, stats)
+    assert servers["c"].stats()["max_in_flight"] <= 5
+    # Arrivals at a (answer time less its latency): no second holds more than its 40.
+    arrivals = sorted(json.loads(line)["t"] - 0.05 for line in logs["a"].read_text().splitlines())
+    busiest = max(sum(1 for t in arrivals[i:] if t < start + 1.0) for i, start in enumerate(arrivals))
+    assert busiest <= 40 + 2, busiest
+    assert "openai/a at" in done.stderr and "openai/b at" in done.stderr and "openai/c at" in done.stderr
+
+
+def test_a_models_file_with_an_unknown_setting_names_it(tmp_path: Path) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text('[[model]]\nname = "openai/a"\nrpmm = 500\n')
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "prompt": "x"}\n')
+    done = run_cli("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--models", str(models))
+    assert done.returncode == 2 and "'rpmm'" in done.stderr and str(models) in done.stderr

@@ -48,8 +48,13 @@ def main() -> None:
     "--model",
     "models",
     multiple=True,
-    required=True,
     help="provider/name as LiteLLM spells it (openai/gpt-5-mini). Repeat to send every request to each.",
+)
+@click.option(
+    "--models",
+    "models_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file of [[model]] tables, each with its own api_base, api_key_env, limits and price.",
 )
 @click.option("--api-base", help="OpenAI-compatible endpoint (vLLM, Ollama, ...); its models go the native way.")
 @click.option(
@@ -169,6 +174,7 @@ class RunOptions:
     input_path: str
     output: Path | None
     models: tuple[str, ...]
+    models_file: Path | None
     api_base: str | None
     api_key_env: str | None
     concurrency: int
@@ -227,7 +233,7 @@ def _run(options: RunOptions) -> int:
         raise InputError("--retry-failed goes with --resume")
     source = open_input(options.input_path, template=_template(options))
     total = source.check()
-    configs = [_model_config(model, options) for model in options.models]
+    configs = _model_configs(options)
     if options.dry_run:
         try:
             _dry_run(source, configs, options)
@@ -307,22 +313,36 @@ def _dry_run(source: Iterable[Request], configs: list[ModelConfig], options: Run
         click.echo(line)
 
 
-def _model_config(model: str, options: RunOptions) -> ModelConfig:
+def _model_configs(options: RunOptions) -> list[ModelConfig]:
+    """One config per model: from -m with the flags, and from --models with each table's own settings."""
     from llmgather.client import ModelConfig
+    from llmgather.errors import InputError
+    from llmgather.io.models import read_models
     from llmgather.pricing import parse_price
 
-    return ModelConfig.build(
-        model,
-        api_base=options.api_base,
-        api_key_env=options.api_key_env,
-        concurrency=options.concurrency,
-        rpm=options.rpm,
-        tpm=options.tpm,
-        timeout=options.timeout,
-        max_retries=options.max_retries,
-        deadline=options.deadline,
-        prices=dict(parse_price(text) for text in options.prices),
-    )
+    prices = dict(parse_price(text) for text in options.prices)
+    flags: dict[str, Any] = {
+        "api_base": options.api_base,
+        "api_key_env": options.api_key_env,
+        "concurrency": options.concurrency,
+        "rpm": options.rpm,
+        "tpm": options.tpm,
+        "timeout": options.timeout,
+        "max_retries": options.max_retries,
+        "deadline": options.deadline,
+    }
+    configs = [ModelConfig.build(model, **flags, prices=prices) for model in options.models]
+    for entry in read_models(options.models_file) if options.models_file else []:
+        settings = {**flags, **{k: v for k, v in entry.items() if k not in ("name", "price")}}
+        own_price = {entry["name"]: tuple(entry["price"])} if "price" in entry else {}
+        configs.append(ModelConfig.build(entry["name"], **settings, prices={**prices, **own_price}))
+    if not configs:
+        raise InputError("no model: give -m MODEL (repeatable) or --models FILE")
+    names = [config.model for config in configs]
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise InputError(f"model {repeated} is given twice: each model's results are kept apart by its name")
+    return configs
 
 
 def _resume_line(resume: ResumeState) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,10 +135,23 @@ def _connect(path: Path) -> sqlite3.Connection:
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
+    _with_retries(lambda: db.execute("PRAGMA journal_mode=WAL"))
     db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable against a crashed process, which is the risk here
-    db.execute(_SCHEMA)
+    _with_retries(lambda: db.execute(_SCHEMA))
     return db
+
+
+def _with_retries(step: Callable[[], object], attempts: int = 50) -> None:
+    """SQLite answers 'database is locked' at once, without waiting out its timeout, when two processes
+    switch a new file to WAL together: the loser tries again."""
+    for attempt in range(attempts):
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
 
 
 def _files(path: Path) -> list[Path]:

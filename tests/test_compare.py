@@ -141,3 +141,27 @@ def test_a_models_file_with_an_unknown_setting_names_it(tmp_path: Path) -> None:
     source.write_text('{"id": 1, "prompt": "x"}\n')
     done = run_cli("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--models", str(models))
     assert done.returncode == 2 and "'rpmm'" in done.stderr and str(models) in done.stderr
+
+
+def test_a_request_that_fails_for_good_goes_to_the_fallback(fake_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    flaky = fake_server("--fail-rate", "0.3", "--seed", "3")
+    steady = fake_server()
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'[[model]]\nname = "openai/flaky"\napi_base = "{flaky.url}"\n\n'
+        f'[[model]]\nname = "openai/steady"\napi_base = "{steady.url}"\n'
+    )
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "prompt": f"fall back {i}"}) + "\n" for i in range(100)))
+    out = tmp_path / "out.jsonl"
+    done = run_cli(
+        *("run", str(source), "-o", str(out), "--models", str(models), "--fallback", "openai/steady"),
+        "--max-retries",
+        "0",
+    )
+    assert done.returncode == 0, done.stderr
+    records = read_jsonl(out)
+    assert len(records) == 100 and all(r["error"] is None and r["model"] == "openai/flaky" for r in records)
+    rescued = [r for r in records if r.get("answered_by") == "openai/steady"]
+    assert len(rescued) == flaky.stats()["by_status"]["503"] == steady.stats()["requests"] > 10
+    assert all(r["attempts"] == 2 for r in rescued)

@@ -34,15 +34,14 @@ class BatchOutcome:
     wall_s: float
     stopped: list[RunStopped]
     interrupted: bool
-
-    @property
-    def failed(self) -> int:
-        return sum(s.failed for s in self.stats)
+    failed: int
+    """Error results written (a request a fallback answered is not one)."""
 
 
 @dataclass(slots=True)
 class BatchOptions:
     resume: ResumeState = field(default_factory=ResumeState)
+    fallbacks: list[ModelConfig] = field(default_factory=list)
     cache: ResultCache | None = None
     budget: Budget | None = None
     grace_s: float = 10.0
@@ -57,15 +56,20 @@ async def run_batch(
 ) -> BatchOutcome:
     """Run each model over its own pass of the input, all at once; one writer takes every result."""
     started = time.monotonic()
-    engines = [config.engine(cache=options.cache, budget=options.budget) for config in configs]
+    fallbacks = [config.engine(cache=options.cache, budget=options.budget) for config in options.fallbacks]
+    engines = [config.engine(cache=options.cache, budget=options.budget, fallbacks=fallbacks) for config in configs]
+    everyone = [*engines, *fallbacks]
     stopped: list[RunStopped] = []
+    failed = 0
 
     async def drain(engine: Engine) -> None:
+        nonlocal failed
         try:
             results = engine.results(_not_done(source, engine.model, options.resume))
             try:
                 async for result in results:
                     writer.write(result)
+                    failed += not result.ok
             finally:
                 await results.aclose()
         except RunStopped as stop:
@@ -75,7 +79,10 @@ async def run_batch(
     interrupted = False
     try:
         async with Progress(
-            lambda: [e.stats() for e in engines], options.total, mode=options.progress_mode, stream=stream
+            lambda: [e.stats() for e in [*engines, *fallbacks]],
+            options.total,
+            mode=options.progress_mode,
+            stream=stream,
         ):
             drains = [asyncio.create_task(drain(engine)) for engine in engines]
             with _Signals(engines, drains, options) as signals:
@@ -85,8 +92,8 @@ async def run_batch(
                         raise error
                 interrupted = signals.received > 0
     finally:
-        await asyncio.gather(*(engine.backend.aclose() for engine in engines), return_exceptions=True)
-    return BatchOutcome([e.stats() for e in engines], time.monotonic() - started, stopped, interrupted)
+        await asyncio.gather(*(e.backend.aclose() for e in everyone), return_exceptions=True)
+    return BatchOutcome([e.stats() for e in everyone], time.monotonic() - started, stopped, interrupted, failed)
 
 
 def _not_done(source: Iterable[Request], model: str, resume: ResumeState) -> Iterator[Request]:

@@ -56,6 +56,13 @@ def main() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="TOML file of [[model]] tables, each with its own api_base, api_key_env, limits and price.",
 )
+@click.option(
+    "--fallback",
+    "fallbacks",
+    multiple=True,
+    metavar="MODEL",
+    help="When a request fails for good (after its retries), send it to this model (repeatable, in order).",
+)
 @click.option("--api-base", help="OpenAI-compatible endpoint (vLLM, Ollama, ...); its models go the native way.")
 @click.option(
     "--api-key-env",
@@ -175,6 +182,7 @@ class RunOptions:
     output: Path | None
     models: tuple[str, ...]
     models_file: Path | None
+    fallbacks: tuple[str, ...]
     api_base: str | None
     api_key_env: str | None
     concurrency: int
@@ -233,7 +241,10 @@ def _run(options: RunOptions) -> int:
         raise InputError("--retry-failed goes with --resume")
     source = open_input(options.input_path, template=_template(options))
     total = source.check()
-    configs = _model_configs(options)
+    fallbacks = [_flag_config(model, options) for model in options.fallbacks]
+    configs = [c for c in _model_configs(options) if c.model not in options.fallbacks]
+    if not configs:
+        raise InputError("every model given is a --fallback: which one goes first?")
     if options.dry_run:
         try:
             _dry_run(source, configs, options)
@@ -254,6 +265,7 @@ def _run(options: RunOptions) -> int:
     writer = ResultWriter(options.output, append=True)
     batch = BatchOptions(
         resume=resume,
+        fallbacks=fallbacks,
         cache=cache,
         budget=budget,
         grace_s=options.grace,
@@ -313,7 +325,12 @@ def _dry_run(source: Iterable[Request], configs: list[ModelConfig], options: Run
         click.echo(line)
 
 
-def _model_configs(options: RunOptions) -> list[ModelConfig]:
+def _flag_config(model: str, options: RunOptions) -> ModelConfig:
+    """A model driven with the command line's flags."""
+    return _model_configs(options, only=model)[0]
+
+
+def _model_configs(options: RunOptions, only: str | None = None) -> list[ModelConfig]:
     """One config per model: from -m with the flags, and from --models with each table's own settings."""
     from llmgather.client import ModelConfig
     from llmgather.errors import InputError
@@ -331,8 +348,13 @@ def _model_configs(options: RunOptions) -> list[ModelConfig]:
         "max_retries": options.max_retries,
         "deadline": options.deadline,
     }
-    configs = [ModelConfig.build(model, **flags, prices=prices) for model in options.models]
-    for entry in read_models(options.models_file) if options.models_file else []:
+    entries = read_models(options.models_file) if options.models_file else []
+    if only is not None:  # a fallback: its own [[model]] table if it has one, else the flags
+        entries = [entry for entry in entries if entry["name"] == only][:1]
+        if not entries:
+            return [ModelConfig.build(only, **flags, prices=prices)]
+    configs = [ModelConfig.build(model, **flags, prices=prices) for model in options.models if only is None]
+    for entry in entries:
         settings = {**flags, **{k: v for k, v in entry.items() if k not in ("name", "price")}}
         own_price = {entry["name"]: tuple(entry["price"])} if "price" in entry else {}
         configs.append(ModelConfig.build(entry["name"], **settings, prices={**prices, **own_price}))

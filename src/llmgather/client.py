@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -71,7 +71,12 @@ class ModelConfig:
         )
 
     def engine(
-        self, backend: Backend | None = None, *, cache: ResultCache | None = None, budget: Budget | None = None
+        self,
+        backend: Backend | None = None,
+        *,
+        cache: ResultCache | None = None,
+        budget: Budget | None = None,
+        fallbacks: Sequence[Engine] = (),
     ) -> Engine:
         backend = backend or make_backend(
             self.model, api_base=self.api_base, api_key=self.api_key, max_connections=self.limits.concurrency
@@ -85,6 +90,7 @@ class ModelConfig:
             cost=cost_function(self.model, self.prices, provider_endpoint=self.api_base is None),
             cache=cache,
             budget=budget,
+            fallbacks=fallbacks,
         )
 
 

@@ -14,7 +14,16 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -68,6 +77,8 @@ class EngineStats:
     succeeded: int
     """Answered, from the provider or the cache."""
     cached: int
+    fell_back: int
+    """Failed here and answered by a fallback model: counted in `succeeded` (and in the fallback's stats)."""
     failed: int
     in_flight: int
     retries: int
@@ -96,6 +107,7 @@ class _Tally:
     dispatched: int = 0
     succeeded: int = 0
     cached: int = 0
+    fell_back: int = 0
     failed: int = 0
     in_flight: int = 0
     retries: int = 0
@@ -121,6 +133,7 @@ class Engine:
         limiter: Limiter | None = None,
         cache: ResultCache | None = None,
         budget: Budget | None = None,
+        fallbacks: Sequence[Engine] = (),
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -137,6 +150,7 @@ class Engine:
         self._breaker = CircuitBreaker(clock=clock, sleep=sleep)
         self._cache = cache
         self._budget = budget
+        self._fallbacks = tuple(fallbacks)
         self._estimator = TokenEstimator()
         self._rng = rng or random.Random()
         self._clock = clock
@@ -226,6 +240,30 @@ class Engine:
     # -- one request, all its attempts -----------------------------------------------------------
 
     async def _answer(self, request: Request) -> Result | None:
+        """This model's answer, or, if it failed, the first fallback model's that succeeds."""
+        result = await self._answer_here(request)
+        if result is None or result.ok or not self._fallbacks:
+            return result
+        for fallback in self._fallbacks:
+            try:
+                other = await fallback.complete(request)
+            except RunStopped:
+                continue  # that model cannot answer anything now (bad key, quota): try the next
+            if other.ok:
+                tally = self._tally
+                tally.failed -= 1
+                if result.error is not None:
+                    tally.errors[result.error.type] -= 1
+                    if not tally.errors[result.error.type]:
+                        del tally.errors[result.error.type]
+                tally.succeeded += 1
+                tally.fell_back += 1
+                other.answered_by, other.model = other.model, self.model
+                other.attempts += result.attempts
+                return other
+        return result
+
+    async def _answer_here(self, request: Request) -> Result | None:
         """From the cache if it holds the answer, else from the provider (and then kept in the cache)."""
         cache = self._cache
         if cache is None:
@@ -395,6 +433,7 @@ class Engine:
             dispatched=tally.dispatched,
             succeeded=tally.succeeded,
             cached=tally.cached,
+            fell_back=tally.fell_back,
             failed=tally.failed,
             in_flight=tally.in_flight,
             retries=tally.retries,

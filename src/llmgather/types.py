@@ -94,6 +94,8 @@ class Result:
     cached: bool = False
     """Answered from the response cache: no request was sent for it."""
     row: dict[str, Any] | None = None
+    answered_by: str | None = None
+    """The fallback model that answered, when `model` itself failed."""
     # The error itself, for callers that raise it (Client.complete); never written out.
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
@@ -116,6 +118,7 @@ class Result:
             error=ErrorInfo(error.get("type", ""), error.get("status"), error.get("message", "")) if error else None,
             cached=bool(record.get("cached")),
             row=record.get("row"),
+            answered_by=record.get("answered_by"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,4 +133,5 @@ class Result:
             "error": self.error.to_dict() if self.error is not None else None,
             "cached": self.cached,
             **({"row": self.row} if self.row is not None else {}),
+            **({"answered_by": self.answered_by} if self.answered_by is not None else {}),
         }

@@ -64,3 +64,22 @@ def test_token_estimates_are_calibrated_by_the_usage_providers_report() -> None:
     estimator.observe(request, Usage(prompt_tokens=200, completion_tokens=20, total_tokens=220))
     longer = Request.from_prompt(2, "y" * 800)
     assert estimator.estimate(longer) == math.ceil(204 * 200 / 104) + 20
+
+
+def test_openai_models_are_counted_with_tiktoken_when_it_has_the_encoding() -> None:
+    from llmgather.limits.tokens import TokenEstimator, tiktoken_counter
+    from llmgather.types import Request
+
+    assert tiktoken_counter("openai/llama-3.1-8b") is None  # not an OpenAI model: characters
+    count = tiktoken_counter("openai/gpt-4o-mini")
+    assert count is not None
+    request = Request.from_prompt(1, "hello world " * 100)
+    # The dev extras install LiteLLM, which ships the encodings: no network is needed.
+    assert count(request.texts()) == 201
+    assert TokenEstimator(count).prompt_tokens(request) == 201 + 4
+    # An encoding that cannot be had (no network, no copy): the estimate from characters serves.
+    from llmgather.limits.tokens import _TiktokenCount
+
+    unavailable = _TiktokenCount("no_such_encoding")
+    assert unavailable(request.texts()) is None
+    assert TokenEstimator(unavailable).prompt_tokens(request) == 1200 // 4 + 4

@@ -40,6 +40,7 @@ from llmgather.errors import (
 )
 from llmgather.limits import Limiter, LimiterStats, Limits, TokenEstimator
 from llmgather.limits.breaker import CircuitBreaker
+from llmgather.limits.tokens import tiktoken_counter
 from llmgather.retry import RetryPolicy
 from llmgather.stats import LatencyHistogram
 from llmgather.types import ErrorInfo, Request, Response, Result, Usage
@@ -151,7 +152,7 @@ class Engine:
         self._cache = cache
         self._budget = budget
         self._fallbacks = tuple(fallbacks)
-        self._estimator = TokenEstimator()
+        self._estimator = TokenEstimator(tiktoken_counter(self.model))
         self._rng = rng or random.Random()
         self._clock = clock
         self._sleep = sleep

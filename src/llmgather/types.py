@@ -29,15 +29,19 @@ class Request:
     def from_prompt(cls, id: RequestId, prompt: str, **params: Any) -> Request:
         return cls(id=id, messages=[{"role": "user", "content": prompt}], params=params)
 
-    def prompt_chars(self) -> int:
-        total = 0
+    def texts(self) -> list[str]:
+        """The text of every message, in order (for counting its tokens)."""
+        texts = []
         for message in self.messages:
             content = message.get("content")
             if isinstance(content, str):
-                total += len(content)
+                texts.append(content)
             elif isinstance(content, list):
-                total += sum(len(part.get("text", "")) for part in content if isinstance(part, dict))
-        return total
+                texts.extend(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        return texts
+
+    def prompt_chars(self) -> int:
+        return sum(len(text) for text in self.texts())
 
     def completion_budget(self) -> int | None:
         budget = self.params.get("max_completion_tokens", self.params.get("max_tokens"))

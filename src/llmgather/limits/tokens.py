@@ -1,14 +1,19 @@
 """Token counts known before sending: a fast estimate of the prompt plus the completion budget.
 
-The estimate starts at about four characters a token and is calibrated by what the provider reports:
-every answer's `usage` says how many prompt tokens it counted, and the ratio of those to the raw
+For OpenAI's models, when tiktoken is installed and has the model's encoding at hand, prompts are counted
+with it; otherwise the estimate starts at about four characters a token. Either is calibrated by what the
+provider reports: every answer's `usage` says how many prompt tokens it counted, and the ratio of those to the raw
 estimates scales the next ones. A budget paced on estimates that run high wastes the limit; one paced
 on estimates that run low earns 429s.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 from llmgather.types import Request, Usage
 
@@ -17,14 +22,22 @@ CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
 # Until a completion has been seen, assume this many completion tokens when no budget is given.
 DEFAULT_COMPLETION_TOKENS = 256
+_OPENAI_FAMILIES = ("gpt-", "chatgpt-", "o1", "o3", "o4", "ft:gpt-")
 
 
 class TokenEstimator:
     """Estimates a request's tokens; learns the prompt ratio and typical completion length from answers."""
 
-    __slots__ = ("_completion_tokens_seen", "_completions_seen", "_counted_prompt_tokens", "_estimated_prompt_tokens")
+    __slots__ = (
+        "_completion_tokens_seen",
+        "_completions_seen",
+        "_count",
+        "_counted_prompt_tokens",
+        "_estimated_prompt_tokens",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, count: Callable[[list[str]], int | None] | None = None) -> None:
+        self._count = count  # tokens in a text, exactly (tiktoken), when known
         self._completion_tokens_seen = 0
         self._completions_seen = 0
         self._estimated_prompt_tokens = 0
@@ -37,7 +50,7 @@ class TokenEstimator:
         return self.prompt_tokens(request) + budget
 
     def prompt_tokens(self, request: Request) -> int:
-        raw = _raw_prompt_tokens(request)
+        raw = self._raw_prompt_tokens(request)
         if self._estimated_prompt_tokens == 0:
             return raw
         return math.ceil(raw * self._counted_prompt_tokens / self._estimated_prompt_tokens)
@@ -51,9 +64,64 @@ class TokenEstimator:
         self._completion_tokens_seen += usage.completion_tokens
         self._completions_seen += 1
         if usage.prompt_tokens > 0:
-            self._estimated_prompt_tokens += _raw_prompt_tokens(request)
+            self._estimated_prompt_tokens += self._raw_prompt_tokens(request)
             self._counted_prompt_tokens += usage.prompt_tokens
 
+    def _raw_prompt_tokens(self, request: Request) -> int:
+        framing = TOKENS_PER_MESSAGE * len(request.messages)
+        counted = self._count(request.texts()) if self._count is not None else None
+        if counted is None:
+            return request.prompt_chars() // CHARS_PER_TOKEN + framing
+        return counted + framing
 
-def _raw_prompt_tokens(request: Request) -> int:
-    return request.prompt_chars() // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * len(request.messages)
+
+def tiktoken_counter(model: str) -> Callable[[list[str]], int | None] | None:
+    """tiktoken's exact count for an OpenAI model's texts, if tiktoken is installed (None: estimate instead)."""
+    name = model.rsplit("/", 1)[-1]
+    if not name.startswith(_OPENAI_FAMILIES) or importlib.util.find_spec("tiktoken") is None:
+        return None  # importing tiktoken costs 20 ms; it knows no other models
+    import tiktoken
+
+    try:
+        return _TiktokenCount(tiktoken.encoding_name_for_model(name))
+    except KeyError:
+        return None  # not an OpenAI model
+
+
+class _TiktokenCount:
+    """Loads its encoding at the first count, not at start-up (it takes a tenth of a second).
+
+    tiktoken downloads an encoding at first use; with no network that fails, and the character estimate
+    serves instead (this returns None). LiteLLM ships the common encodings: its copy is used if no other is.
+    """
+
+    def __init__(self, encoding_name: str) -> None:
+        self._encoding_name = encoding_name
+        self._encode: Callable[[str], list[int]] | None = None
+        self._unavailable = False
+
+    def __call__(self, texts: list[str]) -> int | None:
+        if self._encode is None:
+            if self._unavailable:
+                return None
+            try:
+                import tiktoken
+
+                _use_litellm_encodings()
+                self._encode = tiktoken.get_encoding(self._encoding_name).encode_ordinary
+            except Exception:  # no network and no cached copy
+                self._unavailable = True
+                return None
+        encode = self._encode
+        return sum(len(encode(text)) for text in texts)
+
+
+def _use_litellm_encodings() -> None:
+    if "TIKTOKEN_CACHE_DIR" in os.environ or "DATA_GYM_CACHE_DIR" in os.environ:
+        return
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    bundled = Path(next(iter(spec.submodule_search_locations))) / "litellm_core_utils" / "tokenizers"
+    if bundled.is_dir():
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(bundled)

@@ -99,3 +99,12 @@ def test_gather_with_an_output_resumes_where_it_stopped(server: FakeServer, tmp_
     assert [r.content for r in results] == [expected_content(str(p["prompt"])) for p in prompts]
     assert server.stats()["requests"] == 30
     assert len(out.read_text().splitlines()) == 30
+
+
+def test_run_fans_out_to_every_model_in_the_list(server: FakeServer, tmp_path: Path) -> None:
+    prompts = [f"fan {i}" for i in range(20)]
+    out = tmp_path / "out.jsonl"
+    results = llmgather.run(prompts, model=["openai/a", "openai/b"], api_base=server.url, api_key="k", output=out)
+    assert [(r.id, r.model) for r in results] == [(i, m) for i in range(20) for m in ("openai/a", "openai/b")]
+    assert [r.content for r in results] == [expected_content(p) for p in prompts for _ in range(2)]
+    assert server.stats()["requests"] == 40 and len(out.read_text().splitlines()) == 40

@@ -17,7 +17,7 @@ from llmgather.budget import Budget
 from llmgather.cache import ResponseCache
 from llmgather.engine import Engine, EngineStats, ResultCache
 from llmgather.errors import InputError, RequestError
-from llmgather.io import ResultWriter, open_output, read_results
+from llmgather.io import ResultWriter, ResumeState, open_output, read_results
 from llmgather.io.reader import request_from_record, requests_from
 from llmgather.limits import Limits
 from llmgather.pricing import Prices, cost_function
@@ -110,6 +110,7 @@ class Client:
         cache_nondeterministic: bool = False,
         max_cost: float | None = None,
         max_requests: int | None = None,
+        budget: Budget | None = None,
         **options: Any,
     ) -> None:
         self.config = ModelConfig.build(model, **options)
@@ -117,7 +118,9 @@ class Client:
         self._cache_option = cache
         self._cache_nondeterministic = cache_nondeterministic
         self._cache: ResponseCache | None = None
-        self._budget = Budget(max_cost, max_requests) if max_cost is not None or max_requests is not None else None
+        if budget is None and (max_cost is not None or max_requests is not None):
+            budget = Budget(max_cost, max_requests)
+        self._budget = budget  # shared by every Client given the same one
         self._engine: Engine | None = None
         self._ids = itertools.count()
 
@@ -190,7 +193,7 @@ class Client:
 async def gather(
     prompts: Iterable[Prompt],
     *,
-    model: str,
+    model: str | Sequence[str],
     output: str | os.PathLike[str] | None = None,
     resume: bool = False,
     retry_failed: bool = False,
@@ -199,35 +202,47 @@ async def gather(
 ) -> list[Result]:
     """Run every prompt; return one Result per prompt, in input order, failures included.
 
+    `model=[A, B, ...]` sends every prompt to every model, each under its own limits, and returns one
+    Result per prompt and model: prompt by prompt, in the models' order.
     With `output`, each result is also appended to that JSONL file as it arrives, and `resume=True` sends
     only what an earlier run left unanswered there (and, with `retry_failed=True`, what it failed).
-    Raises RunStopped if the run had to stop (bad key, exhausted quota, budget).
+    Raises RunStopped if the run had to stop (bad key, exhausted quota, budget), once every model is done.
     """
+    models = [model] if isinstance(model, str) else list(model)
     requests = requests_from(prompts)
-    position = {request.id: index for index, request in enumerate(requests)}
-    results: list[Result | None] = [None] * len(requests)
+    slot = {(r.id, m): i * len(models) + j for i, r in enumerate(requests) for j, m in enumerate(models)}
+    results: list[Result | None] = [None] * len(slot)
     writer = None
+    done = ResumeState()
     if output is not None:
         path = Path(output)
         done = open_output(path, resume=resume, retry_failed=retry_failed, overwrite=overwrite)
         for earlier in read_results(path):
-            if earlier.model == model and earlier.id in position:
-                results[position[earlier.id]] = earlier
-        requests = [request for request in requests if not done.skips(request.id, model)]
+            if (earlier.id, earlier.model) in slot:
+                results[slot[earlier.id, earlier.model]] = earlier
         writer = ResultWriter(path, append=True)
-    try:
-        async with Client(model, **options) as client:
-            async for result in client.map(requests):
-                results[position[result.id]] = result
+    if len(models) > 1 and ("max_cost" in options or "max_requests" in options):
+        options["budget"] = Budget(options.pop("max_cost", None), options.pop("max_requests", None))
+
+    async def one_model(name: str) -> None:
+        async with Client(name, **options) as client:
+            async for result in client.map(r for r in requests if not done.skips(r.id, name)):
+                results[slot[result.id, name]] = result
                 if writer is not None:
                     writer.write(result)
+
+    try:
+        outcomes = await asyncio.gather(*(one_model(name) for name in models), return_exceptions=True)
     finally:
         if writer is not None:
             writer.close()
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
     return [result for result in results if result is not None]
 
 
-def run(prompts: Iterable[Prompt], *, model: str, **options: Any) -> list[Result]:
+def run(prompts: Iterable[Prompt], *, model: str | Sequence[str], **options: Any) -> list[Result]:
     """Blocking `gather`: for scripts. Inside a running event loop, use `await llmgather.gather(...)`."""
     try:
         asyncio.get_running_loop()

@@ -12,7 +12,10 @@ from conftest import FakeServer, read_jsonl, run_cli, write_jsonl
 
 from llmgather.fake import expected_content
 
-OUTPUT_KEYS = {"id", "model", "content", "usage", "latency_s", "attempts", "cost_usd", "error", "cached"}
+OUTPUT_KEYS = {
+    *("id", "model", "content", "usage", "latency_s", "attempts", "cost_usd", "error"),
+    *("cached", "rate_limited", "finished_at"),
+}
 
 
 def run_against(server: FakeServer, input_arg: str, out: Path, *extra: str, stdin: str | None = None):

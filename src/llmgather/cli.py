@@ -479,3 +479,27 @@ def compare_command(output: Path, fmt: str, expected: str | None, scorer: str | 
     except InputError as error:
         _exit_at_once(_report_error(error))
     click.echo(render(comparison, fmt), nl=False)
+
+
+@main.command("report")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "page",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write.",
+)
+def report_command(output: Path, page: Path) -> None:
+    """Write one self-contained HTML page about OUTPUT (a `run` output): the per-model table, latency
+    distributions, requests completed over time with 429s and retries marked, and cost per model."""
+    from llmgather.errors import InputError
+    from llmgather.htmlreport import build_report
+
+    try:
+        page.write_text(build_report(output), encoding="utf-8")
+    except InputError as error:
+        _exit_at_once(_report_error(error))
+    click.echo(f"wrote {page}")

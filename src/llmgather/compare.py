@@ -76,7 +76,7 @@ def compare(path: Path, *, expected: str | None = None, scorer: Scorer | None = 
     summaries: dict[str, ModelSummary] = {}
     answers: dict[Any, dict[str, str | None]] = {}
     scoring = f"scorer {getattr(scorer, '__name__', 'scorer')}" if scorer is not None else None
-    for number, record in _records(path):
+    for number, record in read_records(path):
         model = str(record["model"])
         summary = summaries.setdefault(model, ModelSummary(model))
         summary.results += 1
@@ -112,7 +112,7 @@ def compare(path: Path, *, expected: str | None = None, scorer: Scorer | None = 
     return Comparison(list(summaries.values()), answers, scoring)
 
 
-def _records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+def read_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
     try:
         lines = path.open("rb")
     except OSError as exc:

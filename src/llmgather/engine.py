@@ -274,6 +274,7 @@ class Engine:
             self._tally.succeeded += 1
             self._tally.cached += 1
             hit.row = request.row
+            hit.finished_at = time.time()
             return hit
         result = await self._run(request)
         if result is not None and result.ok:
@@ -283,6 +284,7 @@ class Engine:
     async def _run(self, request: Request) -> Result | None:
         first_attempt_at = self._clock()
         failed_attempts = 0
+        refused = 0  # of those, 429s
         latency_s = 0.0
         while not self._stopping:
             try:
@@ -292,17 +294,18 @@ class Engine:
             except _FailedAttempt as failed:
                 error, latency_s = failed.error, failed.latency_s
                 failed_attempts += 1
+                refused += isinstance(error, RateLimitError)
                 if isinstance(error, FatalError):
                     self._halt(error)
                     return None
                 elapsed_s = self._clock() - first_attempt_at
                 wait = self._retry.next_wait(error, failed_attempts, elapsed_s, self._rng, latency_s)
                 if wait is None:
-                    return self._failure(request, error, failed_attempts, latency_s)
+                    return self._failure(request, error, failed_attempts, latency_s, refused)
                 self._tally.retries += 1
                 await self._sleep(wait)
                 continue
-            return self._success(request, response, failed_attempts + 1, latency_s)
+            return self._success(request, response, failed_attempts + 1, latency_s, refused)
         return None
 
     async def _attempt(self, request: Request) -> tuple[Response, float]:
@@ -366,7 +369,9 @@ class Engine:
 
     # -- outcomes --------------------------------------------------------------------------------
 
-    def _success(self, request: Request, response: Response, attempts: int, latency_s: float) -> Result:
+    def _success(
+        self, request: Request, response: Response, attempts: int, latency_s: float, rate_limited: int
+    ) -> Result:
         tally = self._tally
         tally.succeeded += 1
         tally.latency.add(latency_s)
@@ -394,9 +399,13 @@ class Engine:
             cost_usd=cost,
             finish_reason=response.finish_reason,
             row=request.row,
+            rate_limited=rate_limited,
+            finished_at=time.time(),
         )
 
-    def _failure(self, request: Request, error: RequestError, attempts: int, latency_s: float) -> Result:
+    def _failure(
+        self, request: Request, error: RequestError, attempts: int, latency_s: float, rate_limited: int
+    ) -> Result:
         self._tally.failed += 1
         self._tally.errors[error.type_name] += 1
         return Result(
@@ -407,6 +416,8 @@ class Engine:
             error=ErrorInfo(type=error.type_name, status=error.status, message=error.message),
             exception=error,
             row=request.row,
+            rate_limited=rate_limited,
+            finished_at=time.time(),
         )
 
     def _halt(self, error: FatalError) -> None:

@@ -100,6 +100,10 @@ class Result:
     row: dict[str, Any] | None = None
     answered_by: str | None = None
     """The fallback model that answered, when `model` itself failed."""
+    rate_limited: int = 0
+    """How many of its attempts got a 429."""
+    finished_at: float | None = None
+    """When it was known (Unix time): the report draws the run over time from it."""
     # The error itself, for callers that raise it (Client.complete); never written out.
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
@@ -123,6 +127,8 @@ class Result:
             cached=bool(record.get("cached")),
             row=record.get("row"),
             answered_by=record.get("answered_by"),
+            rate_limited=record.get("rate_limited") or 0,
+            finished_at=record.get("finished_at"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +142,8 @@ class Result:
             "cost_usd": self.cost_usd,
             "error": self.error.to_dict() if self.error is not None else None,
             "cached": self.cached,
+            "rate_limited": self.rate_limited,
+            "finished_at": round(self.finished_at, 3) if self.finished_at is not None else None,
             **({"row": self.row} if self.row is not None else {}),
             **({"answered_by": self.answered_by} if self.answered_by is not None else {}),
         }

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from conftest import FakeServer, read_jsonl, run_cli
 
+from llmgather.fake import prompt_digest
+from llmgather.fake.server import count_tokens
 from llmgather.stats import LatencyHistogram
 
 
@@ -131,6 +133,13 @@ def test_three_models_fan_out_each_under_its_own_limits(fake_server, tmp_path: P
     arrivals = sorted(json.loads(line)["t"] - 0.05 for line in logs["a"].read_text().splitlines())
     busiest = max(sum(1 for t in arrivals[i:] if t < start + 1.0) for i, start in enumerate(arrivals))
     assert busiest <= 40 + 2, busiest
+    # And at b, the tokens that arrived in any second stay within its 1,000.
+    tokens = {prompt_digest(f"fan out {i}"): count_tokens(f"fan out {i}") + 16 for i in range(200)}
+    at_b = sorted(
+        (json.loads(line)["t"] - 0.1, tokens[json.loads(line)["prompt"]]) for line in logs["b"].read_text().splitlines()
+    )
+    heaviest = max(sum(n for t, n in at_b[i:] if t < start + 1.0) for i, (start, _) in enumerate(at_b))
+    assert heaviest <= 1000 + 18, heaviest
     assert "openai/a at" in done.stderr and "openai/b at" in done.stderr and "openai/c at" in done.stderr
 
 
@@ -165,3 +174,24 @@ def test_a_request_that_fails_for_good_goes_to_the_fallback(fake_server, tmp_pat
     rescued = [r for r in records if r.get("answered_by") == "openai/steady"]
     assert len(rescued) == flaky.stats()["by_status"]["503"] == steady.stats()["requests"] > 10
     assert all(r["attempts"] == 2 for r in rescued)
+
+
+def test_a_permanent_error_goes_to_the_fallback_at_once(fake_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    short = fake_server("--max-context", "20")  # prompts over 20 tokens: 400 context_length_exceeded
+    long = fake_server()
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'[[model]]\nname = "openai/short"\napi_base = "{short.url}"\n\n'
+        f'[[model]]\nname = "openai/long"\napi_base = "{long.url}"\n'
+    )
+    source = tmp_path / "in.jsonl"
+    prompts = [f"question {i} " + ("with a great deal of context " * 10 if i % 4 == 0 else "") for i in range(40)]
+    source.write_text("".join(json.dumps({"id": i, "prompt": p}) + "\n" for i, p in enumerate(prompts)))
+    out = tmp_path / "out.jsonl"
+    done = run_cli("run", str(source), "-o", str(out), "--models", str(models), "--fallback", "openai/long")
+    assert done.returncode == 0, done.stderr
+    rows = {r["id"]: r for r in read_jsonl(out)}
+    assert all(r["error"] is None for r in rows.values())
+    assert {i for i, r in rows.items() if r.get("answered_by") == "openai/long"} == set(range(0, 40, 4))
+    assert short.stats()["requests"] == 40  # the 400 is not retried
+    assert long.stats()["requests"] == 10

@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
         metavar="START,SECONDS",
         help="an outage: from START seconds after the first request, for SECONDS, every request gets a 503",
     )
+    parser.add_argument(
+        "--max-context",
+        type=int,
+        default=None,
+        help="prompts over this many tokens get a 400 context_length_exceeded",
+    )
     parser.add_argument("--log", default=None, help="append one JSON line per request to this file")
     args = parser.parse_args(argv)
     outage = None
@@ -65,6 +71,7 @@ def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
         log_path=args.log,
         limit_headers=not args.no_limit_headers,
         outage=outage,
+        max_context=args.max_context,
     )
     return config, args.host, args.port
 

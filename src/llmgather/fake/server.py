@@ -46,6 +46,7 @@ class FakeConfig:
     completion_tokens: int = 16
     log_path: str | None = None
     limit_headers: bool = True
+    max_context: int | None = None
     outage: tuple[float, float] | None = None
     """(start, seconds) after the first request: every request in that time gets a 503."""
 
@@ -252,6 +253,13 @@ class FakeProvider:
         if self.config.quota is not None and self.stats.by_status.get(200, 0) >= self.config.quota:
             return self._error(429, "You exceeded your current quota.", "insufficient_quota", "insufficient_quota")
 
+        if self.config.max_context is not None and count_tokens(text) > self.config.max_context:
+            return self._error(
+                400,
+                f"This model's maximum context length is {self.config.max_context} tokens.",
+                "context_length_exceeded",
+                "invalid_request_error",
+            )
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         completion_tokens = int(max_tokens) if max_tokens else self.config.completion_tokens
         completion_tokens = min(completion_tokens, self.config.completion_tokens) if max_tokens else completion_tokens

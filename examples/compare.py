@@ -11,16 +11,17 @@ import llmgather
 
 
 async def compare(prompts: list[str], models: list[str], api_base: str | None, api_key: str | None) -> None:
-    runs = [llmgather.gather(prompts, model=m, api_base=api_base, api_key=api_key, concurrency=20) for m in models]
-    all_results = await asyncio.gather(*runs)
-    for model, results in zip(models, all_results, strict=True):
-        ok = [r for r in results if r.ok]
+    # One call fans out: every prompt to every model, each under its own limits.
+    results = await llmgather.gather(prompts, model=models, api_base=api_base, api_key=api_key, concurrency=20)
+    by_model = {model: [r for r in results if r.model == model] for model in models}
+    for model, mine in by_model.items():
+        ok = [r for r in mine if r.ok]
         tokens = sum(r.usage.total_tokens for r in ok if r.usage)
         median = statistics.median(r.latency_s for r in ok) if ok else float("nan")
-        print(f"{model:24} {len(ok)}/{len(results)} ok  median latency {median * 1000:.0f} ms  {tokens} tokens")
+        print(f"{model:24} {len(ok)}/{len(mine)} ok  median latency {median * 1000:.0f} ms  {tokens} tokens")
     print(f"first prompt, side by side: {prompts[0]!r}")
-    for model, results in zip(models, all_results, strict=True):
-        print(f"  {model:24} {results[0].content}")
+    for model, mine in by_model.items():
+        print(f"  {model:24} {mine[0].content}")
 
 
 def main() -> None:

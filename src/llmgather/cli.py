@@ -1,7 +1,7 @@
 """The command line, and nothing else: flags in, one run, one clear line per error, the exit code.
 
 Exit codes: 0 all succeeded; 1 some requests failed; 2 bad input or usage, nothing sent;
-3 the run was stopped (quota, auth) and can be resumed; 130 interrupted.
+3 the run was stopped (auth, quota, budget) and can be resumed; 130 interrupted (Ctrl-C, SIGTERM).
 Heavy modules (aiohttp, rich, the engine) are imported inside the commands so `--help` stays instant.
 """
 

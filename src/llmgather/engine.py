@@ -312,11 +312,13 @@ class Engine:
         """One attempt, after admission. Returns the response and how long the provider took to give it."""
         limiter = self._limiter
         async with self._inflight:
-            probe = await self._breaker.admit()
+            # The awaits are skipped when there is nothing to wait for: they cost a little on every request.
+            probe = await self._breaker.admit() if self._breaker.is_open else False
             try:
-                await limiter.known()
+                if limiter.awaiting_first_answer:
+                    await limiter.known()
                 tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
-                ticket = await limiter.admit(tokens)
+                ticket = limiter.admit_now(tokens) or await limiter.admit(tokens)
             except BaseException:
                 self._breaker.abandon(probe=probe)
                 raise

@@ -123,6 +123,16 @@ class Limiter:
         """Whether requests must say their token estimate: when a token budget is in force or may be learned."""
         return self._tokens is not None or self._learn
 
+    @property
+    def awaiting_first_answer(self) -> bool:
+        return self._probing
+
+    def admit_now(self, tokens: int) -> Ticket | None:
+        """A ticket at once if nobody waits and the budgets allow; None means `await admit(tokens)`."""
+        if not self._queue and self._can_take(tokens):
+            return self._take(tokens)
+        return None
+
     async def known(self) -> None:
         """Wait, if no limits were given, until the first answer has said what they are."""
         if self._probing:
@@ -134,8 +144,9 @@ class Limiter:
         Call `known()` first and count `tokens` after it: whether tokens are budgeted may be learned there.
         Hand the ticket to `settle` once the attempt is over.
         """
-        if not self._queue and self._can_take(tokens):
-            return self._take(tokens)
+        ticket = self.admit_now(tokens)
+        if ticket is not None:
+            return ticket
         admitted: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
         entry = _Waiter(tokens, admitted)
         self._queue.append(entry)

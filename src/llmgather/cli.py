@@ -269,7 +269,7 @@ def _run(options: RunOptions) -> int:
         cache=cache,
         budget=budget,
         grace_s=options.grace,
-        total=max(0, total - len(resume.done) // max(1, len(configs))),
+        total=max(0, total - resume.done // max(1, len(configs))),
         progress_mode="quiet" if options.quiet else ("live" if sys.stderr.isatty() else "plain"),
         on_stopping=lambda message: click.echo(f"llmgather: {message}", err=True),
     )

@@ -24,8 +24,9 @@ ResultKey = tuple[Hashable, str]
 
 @dataclass(slots=True)
 class ResumeState:
-    done: set[ResultKey] = field(default_factory=set)
-    """What is already answered and kept: not sent again."""
+    kept: dict[str, dict[Hashable, int]] = field(default_factory=dict)
+    """What is already answered and kept, not to be sent again: model -> id -> its line's offset × 2, + 1 if
+    it succeeded. (Nested and packed, not tuples: this holds an entry for every result, maybe millions.)"""
     succeeded: int = 0
     failed_kept: int = 0
     """Error results kept as final (without --retry-failed)."""
@@ -33,8 +34,13 @@ class ResumeState:
     torn_bytes: int = 0
     """Bytes of a torn last line cut off."""
 
+    @property
+    def done(self) -> int:
+        return sum(len(ids) for ids in self.kept.values())
+
     def skips(self, request_id: Hashable, model: str) -> bool:
-        return (request_id, model) in self.done
+        ids = self.kept.get(model)
+        return ids is not None and request_id in ids
 
 
 def open_output(path: Path, *, resume: bool, retry_failed: bool = False, overwrite: bool = False) -> ResumeState:
@@ -79,7 +85,7 @@ def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> Re
     state = ResumeState()
     if not path.exists():
         return state
-    kept: dict[ResultKey, tuple[int, int, bool]] = {}  # key -> (offset, length, ok), the file streamed once
+    kept = state.kept
     lines = 0
     offset = 0
     with path.open("rb") as file:
@@ -90,18 +96,18 @@ def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> Re
             lines += 1
             if line.strip():
                 record = _parse_result(line, path, number)
-                key, ok = key_of(record), record.get("error") is None
+                (request_id, model), ok = key_of(record), record.get("error") is None
+                ids = kept.setdefault(model, {})
                 if ok or not retry_failed:
-                    kept[key] = (offset, len(line), ok)  # a later line for the same key supersedes an earlier one
+                    ids[request_id] = offset * 2 + ok  # a later line for the same key supersedes an earlier one
                 else:
-                    kept.pop(key, None)
+                    ids.pop(request_id, None)
                     state.failed_to_retry += 1
             offset += len(line)
-    state.done = set(kept)
-    state.succeeded = sum(ok for _, _, ok in kept.values())
-    state.failed_kept = len(kept) - state.succeeded
-    if repair and (state.torn_bytes or len(kept) != lines):
-        _rewrite(path, sorted((at, length) for at, length, _ in kept.values()))
+    state.succeeded = sum(packed & 1 for ids in kept.values() for packed in ids.values())
+    state.failed_kept = state.done - state.succeeded
+    if repair and (state.torn_bytes or state.done != lines):
+        _rewrite(path, sorted(packed >> 1 for ids in kept.values() for packed in ids.values()))
     return state
 
 
@@ -119,14 +125,14 @@ def _parse_result(line: bytes, path: Path, number: int) -> dict[str, object]:
     return record
 
 
-def _rewrite(path: Path, spans: list[tuple[int, int]]) -> None:
-    """Keep only `spans` of the file, in one step: a crash now leaves the old file or the new, never half of one."""
+def _rewrite(path: Path, offsets: list[int]) -> None:
+    """Keep only the lines at `offsets`, in one step: a crash now leaves the old file or the new, never half of one."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out, path.open("rb") as source:
-            for at, length in spans:
+            for at in offsets:
                 source.seek(at)
-                out.write(source.read(length))
+                out.write(source.readline())
             out.flush()
             os.fsync(out.fileno())
         shutil.copymode(path, temporary)

@@ -46,7 +46,7 @@ class ModelSummary:
 class Comparison:
     models: list[ModelSummary]
     answers: dict[Any, dict[str, str | None]]
-    """id -> model -> answer (None for an error), in the order ids first appear."""
+    """id -> model -> answer (None for an error)."""
     scoring: str | None
     """What the accuracy column measures, or None when nothing was scored."""
 
@@ -161,7 +161,7 @@ def model_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 def answer_table(comparison: Comparison, width: int | None = 60) -> tuple[list[str], list[list[str]]]:
     models = [m.model for m in comparison.models]
     rows = []
-    for request_id, by_model in comparison.answers.items():
+    for request_id, by_model in sorted(comparison.answers.items(), key=_id_order):
         cells = []
         for model in models:
             answer = by_model.get(model, "") if model in by_model else ""
@@ -169,6 +169,12 @@ def answer_table(comparison: Comparison, width: int | None = 60) -> tuple[list[s
             cells.append(text if width is None or len(text) <= width else text[: width - 1] + "…")
         rows.append([str(request_id), *cells])
     return ["id", *models], rows
+
+
+def _id_order(item: tuple[Any, object]) -> tuple[int, Any]:
+    """Ids in their natural order (numbers before strings), not the order answers happened to arrive in."""
+    request_id = item[0]
+    return (0, request_id) if isinstance(request_id, int) else (1, str(request_id))
 
 
 def render(comparison: Comparison, fmt: str) -> str:

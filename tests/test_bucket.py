@@ -159,3 +159,20 @@ def test_a_cancelled_waiter_leaves_no_waker_behind() -> None:
         assert limiter.stats().waiting == 0
 
     asyncio.run(scenario())
+
+
+def test_a_request_sent_after_its_admission_is_counted_from_when_it_went() -> None:
+    from llmgather.limits.window import SlidingWindow
+
+    clock = FakeClock()
+    window = SlidingWindow(2, span_s=1.0, clock=clock)
+    late = window.add(1)
+    window.add(1)
+    clock.now += 0.5
+    window.touch(late)  # admitted at 0, but the busy event loop let it go only at 0.5
+    clock.now += 0.1
+    assert abs(window.wait_for(1) - 0.9) < 1e-9  # until the late one leaves the provider's second
+    clock.now += 0.6  # the on-time one has left, but the log never counts fewer than the provider does
+    assert window.wait_for(1) > 0
+    clock.now += 0.3  # and once the late one has left too, both are gone
+    assert window.wait_for(2) == 0.0 and window.total() == 0

@@ -332,6 +332,7 @@ class Engine:
                     self.stop("budget")
                     raise _Halted
                 self._tally.in_flight += 1
+                limiter.sending(ticket)
                 sent_at = self._clock()
                 try:
                     async with asyncio.timeout(self._timeout_s):

@@ -259,6 +259,14 @@ class Limiter:
             self._token_rate.decrease(self._token_rate.rate)
         self._apply_rates()
 
+    def sending(self, ticket: Ticket) -> None:
+        """The admitted request goes on the wire now. Admission may have been a few milliseconds before
+        (the event loop was busy); counting from now keeps that delay out of the arrival slack."""
+        if ticket.request_entry is not None and self._request_window is not None:
+            self._request_window.touch(ticket.request_entry)
+        if ticket.token_entry is not None and self._token_window is not None:
+            self._token_window.touch(ticket.token_entry)
+
     def settle(self, ticket: Ticket, actual: int) -> None:
         """Correct a booking once the provider has answered: `actual` tokens counted, 0 if it refused the request."""
         if actual == 0 and ticket.request_entry is not None and self._request_window is not None:

@@ -41,11 +41,12 @@ class SlidingWindow:
         excess = self._total + min(amount, self.limit) - self.limit
         if excess <= 1e-9 * self.limit:
             return 0.0
-        freed = 0.0
+        freed, latest = 0.0, 0.0
         for entry in self._entries:
             freed += entry.amount
+            latest = max(latest, entry.at)  # a touched entry leaves no sooner than any behind it
             if freed >= excess:
-                return max(0.0, entry.at + self.span_s - now)
+                return max(0.0, latest + self.span_s - now)
         return self.span_s
 
     def add(self, amount: float) -> WindowEntry:
@@ -53,6 +54,11 @@ class SlidingWindow:
         self._entries.append(entry)
         self._total += amount
         return entry
+
+    def touch(self, entry: WindowEntry) -> None:
+        """The request is leaving only now: count it from now. Entries stay in the log in admission order,
+        and one that is touched holds back those behind it until it leaves: never too few counted."""
+        entry.at = max(entry.at, self._clock())
 
     def correct(self, entry: WindowEntry, amount: float) -> None:
         """What the provider really counted for an admitted request (0 for one it refused)."""

@@ -79,7 +79,7 @@ async def run_batch(
     interrupted = False
     try:
         async with Progress(
-            lambda: [e.stats() for e in [*engines, *fallbacks]],
+            lambda: [e.stats() for e in everyone],
             options.total,
             mode=options.progress_mode,
             stream=stream,

@@ -208,17 +208,18 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return out.getvalue()
 
 
-def _html(comparison: Comparison) -> str:
-    def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
+
+def _html(comparison: Comparison) -> str:
     scoring = f"<p>accuracy: {html.escape(comparison.scoring)}</p>" if comparison.scoring else ""
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>llmgather comparison</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}</style></head><body>"
-        f"<h1>Models</h1>{table(*model_table(comparison))}{scoring}"
-        f"<h1>Answers</h1>{table(*answer_table(comparison, width=None))}</body></html>\n"
+        f"<h1>Models</h1>{html_table(*model_table(comparison))}{scoring}"
+        f"<h1>Answers</h1>{html_table(*answer_table(comparison, width=None))}</body></html>\n"
     )

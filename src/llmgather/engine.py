@@ -243,7 +243,7 @@ class Engine:
     async def _answer(self, request: Request) -> Result | None:
         """This model's answer, or, if it failed, the first fallback model's that succeeds."""
         result = await self._answer_here(request)
-        if result is None or result.ok or not self._fallbacks:
+        if result is None or result.error is None:
             return result
         for fallback in self._fallbacks:
             try:
@@ -251,17 +251,14 @@ class Engine:
             except RunStopped:
                 continue  # that model cannot answer anything now (bad key, quota): try the next
             if other.ok:
-                tally = self._tally
-                tally.failed -= 1
-                if result.error is not None:
-                    tally.errors[result.error.type] -= 1
-                    if not tally.errors[result.error.type]:
-                        del tally.errors[result.error.type]
-                tally.succeeded += 1
-                tally.fell_back += 1
+                self._tally.succeeded += 1
+                self._tally.fell_back += 1
                 other.answered_by, other.model = other.model, self.model
                 other.attempts += result.attempts
                 return other
+        # Counted only now that it is final: a failure a fallback answered is not one.
+        self._tally.failed += 1
+        self._tally.errors[result.error.type] += 1
         return result
 
     async def _answer_here(self, request: Request) -> Result | None:
@@ -409,8 +406,6 @@ class Engine:
     def _failure(
         self, request: Request, error: RequestError, attempts: int, latency_s: float, rate_limited: int
     ) -> Result:
-        self._tally.failed += 1
-        self._tally.errors[error.type_name] += 1
         return Result(
             id=request.id,
             model=self.model,

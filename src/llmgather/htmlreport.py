@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmgather.compare import Comparison, compare, model_table, read_records
+from llmgather.compare import Comparison, compare, html_table, model_table, read_records
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 RATE_LIMITED_COLOR = "#d62728"
@@ -41,8 +41,7 @@ def build_report(path: Path) -> str:
         ("Requests completed over time", "timeline-chart", _timeline_chart(series, start)),
         ("Cost per model", "cost-chart", _cost_chart(series)),
     ]
-    header, rows = model_table(comparison)
-    table = _table(header, rows)
+    table = html_table(*model_table(comparison))
     legend = "".join(
         f'<span class="key"><i style="background:{s.color}"></i>{html.escape(s.model)}</span>' for s in series
     )
@@ -180,9 +179,3 @@ def _cost_chart(series: Sequence[_Series]) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}">'
         f'<rect width="{WIDTH}" height="{height}" fill="#fff"/>{"".join(bars)}</svg>'
     )
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -9,12 +9,11 @@ table: LiteLLM's map describes the providers' own endpoints, and reading it cost
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 from llmgather.errors import InputError
+from llmgather.litellm_files import litellm_file
 from llmgather.types import Usage
 
 # A small bundled table for common models (list prices, USD per million tokens: prompt, completion).
@@ -75,10 +74,9 @@ def price_of(
 
 @functools.cache
 def _litellm_prices() -> dict[str, Prices]:
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or not spec.submodule_search_locations:
+    path = litellm_file("model_prices_and_context_window_backup.json")
+    if path is None:
         return {}
-    path = Path(next(iter(spec.submodule_search_locations))) / "model_prices_and_context_window_backup.json"
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -99,9 +97,8 @@ def cost_function(
     prices = price_of(model, overrides, provider_endpoint=provider_endpoint)
     if prices is None:
         return None
-    prompt_price, completion_price = prices[0] / 1e6, prices[1] / 1e6
+    return lambda usage: cost_usd(prices, usage.prompt_tokens, usage.completion_tokens)
 
-    def cost(usage: Usage) -> float:
-        return round(usage.prompt_tokens * prompt_price + usage.completion_tokens * completion_price, 8)
 
-    return cost
+def cost_usd(prices: Prices, prompt_tokens: int, completion_tokens: int) -> float:
+    return round((prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6, 8)

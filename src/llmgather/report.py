@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from llmgather.engine import EngineStats
 from llmgather.limits.tokens import DEFAULT_COMPLETION_TOKENS
-from llmgather.pricing import Prices
+from llmgather.pricing import Prices, cost_usd
 from llmgather.progress import pace_text
 
 
@@ -66,9 +66,7 @@ class Estimate:
 
     @property
     def cost_usd(self) -> float | None:
-        if self.prices is None:
-            return None
-        return (self.prompt_tokens * self.prices[0] + self.completion_tokens * self.prices[1]) / 1e6
+        return None if self.prices is None else cost_usd(self.prices, self.prompt_tokens, self.completion_tokens)
 
 
 def dry_run_lines(estimates: Sequence[Estimate]) -> list[str]:

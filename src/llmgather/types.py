@@ -5,7 +5,7 @@ Plain slotted dataclasses: these are made once per request on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,16 +29,14 @@ class Request:
     def from_prompt(cls, id: RequestId, prompt: str, **params: Any) -> Request:
         return cls(id=id, messages=[{"role": "user", "content": prompt}], params=params)
 
-    def texts(self) -> list[str]:
+    def texts(self) -> Iterator[str]:
         """The text of every message, in order (for counting its tokens)."""
-        texts = []
         for message in self.messages:
             content = message.get("content")
             if isinstance(content, str):
-                texts.append(content)
+                yield content
             elif isinstance(content, list):
-                texts.extend(str(part.get("text", "")) for part in content if isinstance(part, dict))
-        return texts
+                yield from (str(part.get("text", "")) for part in content if isinstance(part, dict))
 
     def prompt_chars(self) -> int:
         return sum(len(text) for text in self.texts())

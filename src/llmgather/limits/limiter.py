@@ -112,16 +112,18 @@ class Limiter:
         self._last_growth = clock()
         self._queue: deque[_Waiter] = deque()
         self._waker: asyncio.Task[None] | None = None
-        # One request goes first when its answer is needed before the rest may be paced: the limits were
-        # not given, or a token budget needs to know how long completions typically are.
+        # The first answer is awaited when it is needed to pace the rest: the limits were not given (then
+        # INITIAL_WINDOW requests go before it), or a token budget needs to know how long completions run
+        # (then one goes).
         self._probing = (learn and rpm is None and tpm is None) or tpm is not None
         self._blind_left = 1 if tpm is not None else INITIAL_WINDOW
         self._probe_answered = asyncio.Event()
 
     @property
     def counts_tokens(self) -> bool:
-        """Whether requests must say their token estimate: when a token budget is in force or may be learned."""
-        return self._tokens is not None or self._learn
+        """Whether requests must say their token estimate: when a token budget is in force, or may still be
+        learned from the first answer (what went before it is counted once it is)."""
+        return self._tokens is not None or (self._learn and self._probing)
 
     @property
     def awaiting_first_answer(self) -> bool:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterable
 
+from llmgather.litellm_files import litellm_file
 from llmgather.types import Request, Usage
 
 # About four characters a token in English text, and a few tokens of framing per message.
@@ -36,7 +36,7 @@ class TokenEstimator:
         "_estimated_prompt_tokens",
     )
 
-    def __init__(self, count: Callable[[list[str]], int | None] | None = None) -> None:
+    def __init__(self, count: Callable[[Iterable[str]], int | None] | None = None) -> None:
         self._count = count  # tokens in a text, exactly (tiktoken), when known
         self._completion_tokens_seen = 0
         self._completions_seen = 0
@@ -75,7 +75,7 @@ class TokenEstimator:
         return counted + framing
 
 
-def tiktoken_counter(model: str) -> Callable[[list[str]], int | None] | None:
+def tiktoken_counter(model: str) -> Callable[[Iterable[str]], int | None] | None:
     """tiktoken's exact count for an OpenAI model's texts, if tiktoken is installed (None: estimate instead)."""
     name = model.rsplit("/", 1)[-1]
     if not name.startswith(_OPENAI_FAMILIES) or importlib.util.find_spec("tiktoken") is None:
@@ -100,7 +100,7 @@ class _TiktokenCount:
         self._encode: Callable[[str], list[int]] | None = None
         self._unavailable = False
 
-    def __call__(self, texts: list[str]) -> int | None:
+    def __call__(self, texts: Iterable[str]) -> int | None:
         if self._encode is None:
             if self._unavailable:
                 return None
@@ -119,9 +119,6 @@ class _TiktokenCount:
 def _use_litellm_encodings() -> None:
     if "TIKTOKEN_CACHE_DIR" in os.environ or "DATA_GYM_CACHE_DIR" in os.environ:
         return
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    bundled = Path(next(iter(spec.submodule_search_locations))) / "litellm_core_utils" / "tokenizers"
-    if bundled.is_dir():
+    bundled = litellm_file("litellm_core_utils", "tokenizers")
+    if bundled is not None:
         os.environ["TIKTOKEN_CACHE_DIR"] = str(bundled)

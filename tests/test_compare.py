@@ -85,6 +85,15 @@ def test_exact_match_accuracy_ignores_case_space_and_final_punctuation(tmp_path:
     assert "| a | 2 | 100.0% |" in markdown and "exact match with 'answer'" in markdown
 
 
+def test_models_are_listed_by_name_whichever_answered_first(tmp_path: Path) -> None:
+    out = write_results(tmp_path / "out.jsonl", [("q1", "b", "x", "x"), ("q2", "a", "y", "y"), ("q1", "a", "x", "x")])
+    compared = run_cli("compare", str(out), "--format", "csv")
+    assert compared.returncode == 0, compared.stderr
+    models, answers = compared.stdout.split("\n\n", 1)
+    assert [line.split(",")[0] for line in models.splitlines()[1:]] == ["a", "b"]
+    assert answers.startswith("id,a,b\n")
+
+
 def test_a_scorer_plugs_in_as_module_function(tmp_path: Path) -> None:
     out = write_results(tmp_path / "out.jsonl", [("q1", "a", "four", "4"), ("q2", "a", "five", "5")])
     (tmp_path / "my_scorers.py").write_text(

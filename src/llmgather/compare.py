@@ -109,7 +109,8 @@ def compare(path: Path, *, expected: str | None = None, scorer: Scorer | None = 
         summary.scored += 1
     if not summaries:
         raise InputError("no results to compare", source=str(path))
-    return Comparison(list(summaries.values()), answers, scoring)
+    # Sorted by name: the order lines reach the file is the order answers came back, which varies by run.
+    return Comparison([summaries[m] for m in sorted(summaries)], answers, scoring)
 
 
 def read_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:

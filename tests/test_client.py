@@ -108,3 +108,25 @@ def test_run_fans_out_to_every_model_in_the_list(server: FakeServer, tmp_path: P
     assert [(r.id, r.model) for r in results] == [(i, m) for i in range(20) for m in ("openai/a", "openai/b")]
     assert [r.content for r in results] == [expected_content(p) for p in prompts for _ in range(2)]
     assert server.stats()["requests"] == 40 and len(out.read_text().splitlines()) == 40
+
+
+def test_agents_sharing_a_client_stop_within_its_cost_budget(server: FakeServer) -> None:
+    with pytest.raises(ValueError, match="prices="):
+        llmgather.run(["x"], model="openai/fake", api_base=server.url, api_key="k", max_cost=1.0)
+    prices = {"openai/fake": (1000.0, 2000.0)}  # about $0.04 a request
+
+    async def agents() -> list[float]:
+        costs: list[float] = []
+        options = {"api_base": server.url, "api_key": "k", "concurrency": 8, "prices": prices}
+        async with llmgather.Client("openai/fake", max_cost=0.5, **options) as client:
+
+            async def agent(n: int) -> None:
+                with contextlib.suppress(llmgather.RunStopped):
+                    for turn in range(10):
+                        costs.append((await client.complete(f"budgeted agent {n} turn {turn}")).cost_usd or 0.0)
+
+            await asyncio.gather(*(agent(n) for n in range(8)))
+        return costs
+
+    costs = asyncio.run(agents())
+    assert 0.5 - 2 * max(costs) < sum(costs) <= 0.5

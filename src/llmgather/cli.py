@@ -135,7 +135,7 @@ def main() -> None:
 @click.option(
     "--max-cost",
     type=click.FloatRange(min=0, min_open=True),
-    help="Stop (resumably) once this many USD are spent; may go over by what is in flight.",
+    help="Stop (resumably) before the spend would pass this many USD (in-flight requests count as estimated).",
 )
 @click.option("--max-requests", type=click.IntRange(min=1), help="Stop (resumably) after sending this many requests.")
 @click.option(
@@ -245,6 +245,8 @@ def _run(options: RunOptions) -> int:
     configs = [c for c in _model_configs(options) if c.model not in options.fallbacks]
     if not configs:
         raise InputError("every model given is a --fallback: which one goes first?")
+    if options.max_cost is not None:
+        _check_priced([*configs, *fallbacks])
     if options.dry_run:
         try:
             _dry_run(source, configs, options)
@@ -281,6 +283,19 @@ def _run(options: RunOptions) -> int:
         if cache is not None:
             cache.close()
     return _finish(options, outcome, writer.written, cache)
+
+
+def _check_priced(configs: list[ModelConfig]) -> None:
+    """--max-cost with a model of unknown price would spend without limit: refuse before sending."""
+    from llmgather.errors import InputError
+    from llmgather.pricing import price_of
+
+    for c in configs:
+        if price_of(c.model, c.prices, provider_endpoint=c.api_base is None) is None:
+            raise InputError(
+                f"--max-cost needs the price of {c.model}, which no price table knows:"
+                f" give it with --price {c.model}=USD_PER_MTOK_IN,USD_PER_MTOK_OUT"
+            )
 
 
 def _template(options: RunOptions) -> Template | None:

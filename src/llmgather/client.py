@@ -81,13 +81,19 @@ class ModelConfig:
         backend = backend or make_backend(
             self.model, api_base=self.api_base, api_key=self.api_key, max_connections=self.limits.concurrency
         )
+        cost = cost_function(self.model, self.prices, provider_endpoint=self.api_base is None)
+        if cost is None and budget is not None and budget.max_cost_usd is not None:
+            raise ValueError(
+                f"max_cost needs the price of {self.model}, which no price table knows:"
+                f" give it as prices={{{self.model!r}: (usd_per_mtok_in, usd_per_mtok_out)}}"
+            )
         return Engine(
             backend,
             model=self.model,
             limits=self.limits,
             retry=self.retry,
             timeout_s=self.timeout_s,
-            cost=cost_function(self.model, self.prices, provider_endpoint=self.api_base is None),
+            cost=cost,
             cache=cache,
             budget=budget,
             fallbacks=fallbacks,

@@ -311,22 +311,24 @@ class Engine:
         async with self._inflight:
             # The awaits are skipped when there is nothing to wait for: they cost a little on every request.
             probe = await self._breaker.admit() if self._breaker.is_open else False
+            held_usd = 0.0
             try:
+                if self._budget is not None:
+                    held_usd = await self._take_budget(request)
                 if limiter.awaiting_first_answer:
                     await limiter.known()
                 tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
                 ticket = limiter.admit_now(tokens) or await limiter.admit(tokens)
             except BaseException:
                 self._breaker.abandon(probe=probe)
+                if self._budget is not None:
+                    self._budget.release(held_usd)
                 raise
             headers: Mapping[str, str] = {}
             ok = False
             outcome: bool | None = None  # for the breaker: did this attempt fail as in an outage?
             try:
                 if self._stopping:  # stopped while this request waited for its slot: leave it for a resume
-                    raise _Halted
-                if self._budget is not None and not self._budget.take_request():
-                    self.stop("budget")
                     raise _Halted
                 self._tally.in_flight += 1
                 limiter.sending(ticket)
@@ -345,6 +347,8 @@ class Engine:
             finally:
                 # Every admitted attempt reports back, cancelled ones too: the first one may be the probe.
                 limiter.observe(headers, ok=ok)
+                if self._budget is not None:
+                    self._budget.release(held_usd)  # what it cost is charged as the answer is taken
                 if not ok:
                     limiter.settle(ticket, 0)
                 if outcome is None:
@@ -354,6 +358,26 @@ class Engine:
         latency_s = self._clock() - sent_at
         limiter.settle(ticket, _counted_tokens(request, response, tokens))
         return response, latency_s
+
+    async def _take_budget(self, request: Request) -> float:
+        """Count the request against the budget and hold its estimated cost; `_Halted` if it cannot go."""
+        assert self._budget is not None
+        held_usd = await self._budget.take(lambda: self._estimated_cost(request))
+        if held_usd is None:
+            self.stop("budget")
+            raise _Halted
+        return held_usd
+
+    def _estimated_cost(self, request: Request) -> float:
+        if self._cost is None or self._budget is None or self._budget.max_cost_usd is None:
+            return 0.0
+        estimator = self._estimator
+        completion = request.completion_budget()
+        expected = Usage(
+            prompt_tokens=estimator.prompt_tokens(request),
+            completion_tokens=estimator.typical_completion() if completion is None else completion,
+        )
+        return self._cost(expected) or 0.0
 
     def _classify(self, exc: Exception) -> RequestError:
         if isinstance(exc, TimeoutError):

@@ -94,6 +94,25 @@ def test_models_are_listed_by_name_whichever_answered_first(tmp_path: Path) -> N
     assert answers.startswith("id,a,b\n")
 
 
+def test_only_the_prompts_where_the_models_differ(tmp_path: Path) -> None:
+    out = write_results(
+        tmp_path / "out.jsonl",
+        [
+            ("same", "a", "New Delhi", ""),
+            ("same", "b", "new delhi.", ""),
+            ("other", "a", "4", ""),
+            ("other", "b", "5", ""),
+            ("missing", "a", "x", ""),
+        ],
+    )
+    differ = run_cli("compare", str(out), "--format", "csv", "--answers", "differ")
+    assert differ.returncode == 0, differ.stderr
+    answers = differ.stdout.split("\n\n", 1)[1].splitlines()
+    assert answers == ["id,a,b", "missing,x,", "other,4,5"]
+    alone = run_cli("compare", str(out), "--format", "csv", "--answers", "none")
+    assert alone.returncode == 0 and "\n\n" not in alone.stdout and alone.stdout.startswith("model,")
+
+
 def test_a_scorer_plugs_in_as_module_function(tmp_path: Path) -> None:
     out = write_results(tmp_path / "out.jsonl", [("q1", "a", "four", "4"), ("q2", "a", "five", "5")])
     (tmp_path / "my_scorers.py").write_text(

@@ -478,11 +478,19 @@ def cache_clear(path: Path, model: str | None) -> None:
 )
 @click.option("--expected", help="The row column holding the expected answer. Default: answer, expected, target, ...")
 @click.option("--scorer", metavar="MODULE:FUNCTION", help="Mark each answer with FUNCTION(answer, row) -> 0..1.")
-def compare_command(output: Path, fmt: str, expected: str | None, scorer: str | None) -> None:
+@click.option(
+    "--answers",
+    type=click.Choice(["all", "differ", "none"]),
+    default="all",
+    show_default=True,
+    help="Which prompts' answers to show: all, those where the models differ (or one failed), or none.",
+)
+def compare_command(output: Path, fmt: str, expected: str | None, scorer: str | None, answers: str) -> None:
     """Compare the models in OUTPUT (a `run` output): per model, then each prompt's answers side by side.
 
     Per model: success rate, latency p50/p95/p99, tokens, cost and, when the rows carry an expected
-    answer (from a CSV or Parquet input), exact-match accuracy.
+    answer (from a CSV or Parquet input), exact-match accuracy. Answers count as the same when they
+    match as exact-match scoring sees them (case, surrounding space and final punctuation aside).
     """
     from llmgather.compare import compare, load_scorer, render
     from llmgather.errors import InputError
@@ -490,10 +498,11 @@ def compare_command(output: Path, fmt: str, expected: str | None, scorer: str | 
     try:
         if str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))  # so that --scorer finds the user's own modules
-        comparison = compare(output, expected=expected, scorer=load_scorer(scorer) if scorer else None)
+        loaded = load_scorer(scorer) if scorer else None
+        comparison = compare(output, expected=expected, scorer=loaded, answers=answers != "none")
     except InputError as error:
         _exit_at_once(_report_error(error))
-    click.echo(render(comparison, fmt), nl=False)
+    click.echo(render(comparison, fmt, answers), nl=False)
 
 
 @main.command("report")

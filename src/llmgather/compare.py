@@ -72,16 +72,21 @@ def load_scorer(spec: str) -> Scorer:
     return scorer  # type: ignore[no-any-return]
 
 
-def compare(path: Path, *, expected: str | None = None, scorer: Scorer | None = None) -> Comparison:
+def compare(
+    path: Path, *, expected: str | None = None, scorer: Scorer | None = None, answers: bool = True
+) -> Comparison:
+    """Read a `run` output. With `answers=False` the per-prompt answers are not kept (a large file's
+    answers can take far more memory than the per-model figures)."""
     summaries: dict[str, ModelSummary] = {}
-    answers: dict[Any, dict[str, str | None]] = {}
+    by_prompt: dict[Any, dict[str, str | None]] = {}
     scoring = f"scorer {getattr(scorer, '__name__', 'scorer')}" if scorer is not None else None
     for number, record in read_records(path):
         model = str(record["model"])
         summary = summaries.setdefault(model, ModelSummary(model))
         summary.results += 1
         ok = record.get("error") is None
-        answers.setdefault(record["id"], {})[model] = record.get("content") if ok else None
+        if answers:
+            by_prompt.setdefault(record["id"], {})[model] = record.get("content") if ok else None
         if ok:
             summary.succeeded += 1
             if record.get("latency_s") and not record.get("cached"):
@@ -110,7 +115,7 @@ def compare(path: Path, *, expected: str | None = None, scorer: Scorer | None = 
     if not summaries:
         raise InputError("no results to compare", source=str(path))
     # Sorted by name: the order lines reach the file is the order answers came back, which varies by run.
-    return Comparison([summaries[m] for m in sorted(summaries)], answers, scoring)
+    return Comparison([summaries[m] for m in sorted(summaries)], by_prompt, scoring)
 
 
 def read_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
@@ -159,10 +164,16 @@ def model_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def answer_table(comparison: Comparison, width: int | None = 60) -> tuple[list[str], list[list[str]]]:
+def answer_table(
+    comparison: Comparison, width: int | None = 60, which: str = "all"
+) -> tuple[list[str], list[list[str]]]:
+    """Each prompt's answers side by side; `which="differ"` keeps the prompts where the models disagree
+    (as exact match sees it) or one of them failed or has no answer."""
     models = [m.model for m in comparison.models]
     rows = []
     for request_id, by_model in sorted(comparison.answers.items(), key=_id_order):
+        if which == "differ" and not _disagree(by_model, models):
+            continue
         cells = []
         for model in models:
             answer = by_model.get(model, "") if model in by_model else ""
@@ -172,21 +183,30 @@ def answer_table(comparison: Comparison, width: int | None = 60) -> tuple[list[s
     return ["id", *models], rows
 
 
+def _disagree(by_model: dict[str, str | None], models: Sequence[str]) -> bool:
+    answers = [by_model.get(model) for model in models]
+    return any(a is None for a in answers) or len({normalize(a) for a in answers}) > 1
+
+
 def _id_order(item: tuple[Any, object]) -> tuple[int, Any]:
     """Ids in their natural order (numbers before strings), not the order answers happened to arrive in."""
     request_id = item[0]
     return (0, request_id) if isinstance(request_id, int) else (1, str(request_id))
 
 
-def render(comparison: Comparison, fmt: str) -> str:
+def render(comparison: Comparison, fmt: str, answers: str = "all") -> str:
+    """The per-model table, then (unless `answers="none"`) the answers table, in `fmt`."""
+    width = None if fmt in ("csv", "html") else 60
+    tables = [model_table(comparison)]
+    if answers != "none":
+        tables.append(answer_table(comparison, width, answers))
     if fmt == "csv":
-        return _csv(*model_table(comparison)) + "\n" + _csv(*answer_table(comparison, width=None))
+        return "\n".join(_csv(*table) for table in tables)
     if fmt == "html":
-        return _html(comparison)
-    tables = [model_table(comparison), answer_table(comparison)]
+        return _html(comparison, tables)
     draw = _markdown if fmt == "markdown" else _plain
-    note = f"accuracy: {comparison.scoring}" if comparison.scoring else ""
-    return "\n\n".join([draw(*tables[0]), *([note] if note else []), draw(*tables[1])]) + "\n"
+    note = [f"accuracy: {comparison.scoring}"] if comparison.scoring else []
+    return "\n\n".join([draw(*tables[0]), *note, *(draw(*table) for table in tables[1:])]) + "\n"
 
 
 def _plain(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -215,12 +235,12 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _html(comparison: Comparison) -> str:
+def _html(comparison: Comparison, tables: list[tuple[list[str], list[list[str]]]]) -> str:
     scoring = f"<p>accuracy: {html.escape(comparison.scoring)}</p>" if comparison.scoring else ""
+    answers = "".join(f"<h1>Answers</h1>{html_table(*table)}" for table in tables[1:])
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>llmgather comparison</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}</style></head><body>"
-        f"<h1>Models</h1>{html_table(*model_table(comparison))}{scoring}"
-        f"<h1>Answers</h1>{html_table(*answer_table(comparison, width=None))}</body></html>\n"
+        f"<h1>Models</h1>{html_table(*tables[0])}{scoring}{answers}</body></html>\n"
     )

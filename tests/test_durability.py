@@ -195,6 +195,28 @@ def test_sigint_finishes_what_is_in_flight_and_prints_the_resume_command(
     assert server.stats()["answered"] == 200
 
 
+def test_sigint_does_not_wait_out_the_backoffs_of_requests_not_in_flight(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    server = fake_server()
+    # Each first attempt gets a 503 asking for 100 s: every request then waits, none is in flight.
+    records = [{"id": i, "prompt": f"[[fake status=503 times=1 retry_after=100]] backing off {i}"} for i in range(20)]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    process = start_run(server, source, out, "--grace", "120")
+    deadline = time.monotonic() + 20
+    while server.stats()["requests"] < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    # Waiting out the 100 s backoffs (the grace allows 120) would overrun communicate()'s 30 s.
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "letting 0 requests in flight finish" in stderr and out.read_bytes() == b""
+    resumed = run_against(server, source, out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_each_id_once_and_right(out, records)
+
+
 def test_a_second_sigint_stops_at_once_and_tears_nothing(
     fake_server: Callable[..., FakeServer], tmp_path: Path
 ) -> None:

@@ -40,6 +40,7 @@ from llmgather.errors import (
 )
 from llmgather.limits import Limiter, LimiterStats, Limits, TokenEstimator
 from llmgather.limits.breaker import CircuitBreaker
+from llmgather.limits.limiter import Ticket
 from llmgather.limits.tokens import tiktoken_counter
 from llmgather.retry import RetryPolicy
 from llmgather.stats import LatencyHistogram
@@ -59,6 +60,16 @@ class ResultCache(Protocol):
 
 class _Halted(Exception):
     """A request reached the wire after the run began to stop: it is not sent."""
+
+
+@dataclass(slots=True)
+class _Admitted:
+    """What an attempt took on its way to being sent, to give back however it ends."""
+
+    probe: bool = False
+    held_usd: float = 0.0
+    tokens: int = 0
+    ticket: Ticket | None = None
 
 
 class _FailedAttempt(Exception):
@@ -161,6 +172,10 @@ class Engine:
         self._tally = _Tally()
         self._started = clock()
         self._stopping = False
+        # Tasks waiting to send (for a slot, admission, the breaker, the budget or a backoff): a stop ends
+        # them at once instead of after the wait, since nothing of theirs is in flight.
+        self._waiting: set[asyncio.Task[object]] = set()
+        self._halting: set[asyncio.Task[object]] = set()
         self.fatal: FatalError | None = None
         self.stop_reason: str | None = None
         """Why the run stopped before the end (a fatal error, the budget, a signal); None while it has not."""
@@ -202,6 +217,11 @@ class Engine:
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stopping = True
+        me = asyncio.current_task()
+        for task in self._waiting - {me}:
+            self._halting.add(task)
+            task.cancel()
+        self._waiting.clear()
 
     @property
     def stopping(self) -> bool:
@@ -279,6 +299,19 @@ class Engine:
         return result
 
     async def _run(self, request: Request) -> Result | None:
+        """The request's attempts; None if the run stopped before it was answered (a resume sends it)."""
+        try:
+            return await self._attempts(request)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task not in self._halting:
+                raise
+            self._halting.discard(task)
+            if task.uncancel() > 0:  # cancelled from elsewhere as well: that one stands
+                raise
+            return None
+
+    async def _attempts(self, request: Request) -> Result | None:
         first_attempt_at = self._clock()
         failed_attempts = 0
         refused = 0  # of those, 429s
@@ -300,64 +333,96 @@ class Engine:
                 if wait is None:
                     return self._failure(request, error, failed_attempts, latency_s, refused)
                 self._tally.retries += 1
-                await self._sleep(wait)
+                task = self._wait_begins()
+                try:
+                    await self._sleep(wait)
+                finally:
+                    self._waiting.discard(task)
                 continue
             return self._success(request, response, failed_attempts + 1, latency_s, refused)
         return None
 
     async def _attempt(self, request: Request) -> tuple[Response, float]:
         """One attempt, after admission. Returns the response and how long the provider took to give it."""
-        limiter = self._limiter
-        async with self._inflight:
-            # The awaits are skipped when there is nothing to wait for: they cost a little on every request.
-            probe = await self._breaker.admit() if self._breaker.is_open else False
-            held_usd = 0.0
+        waiting = self._wait_begins()
+        try:
+            await self._inflight.acquire()
+        except BaseException:
+            self._waiting.discard(waiting)
+            raise
+        try:
             try:
-                if self._budget is not None:
-                    held_usd = await self._take_budget(request)
-                if limiter.awaiting_first_answer:
-                    await limiter.known()
-                tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
-                ticket = limiter.admit_now(tokens) or await limiter.admit(tokens)
-            except BaseException:
-                self._breaker.abandon(probe=probe)
-                if self._budget is not None:
-                    self._budget.release(held_usd)
-                raise
-            headers: Mapping[str, str] = {}
-            ok = False
-            outcome: bool | None = None  # for the breaker: did this attempt fail as in an outage?
-            try:
-                if self._stopping:  # stopped while this request waited for its slot: leave it for a resume
-                    raise _Halted
-                self._tally.in_flight += 1
-                limiter.sending(ticket)
-                sent_at = self._clock()
-                try:
-                    async with asyncio.timeout(self._timeout_s):
-                        response = await self.backend.send(request)
-                except Exception as exc:
-                    error = self._classify(exc)
-                    headers = error.headers
-                    outcome = isinstance(error, ServerError | ConnectError | RequestTimeout)
-                    raise _FailedAttempt(error, self._clock() - sent_at) from exc
-                finally:
-                    self._tally.in_flight -= 1
-                headers, ok, outcome = response.headers, True, False
+                admitted = await self._admit(request)
             finally:
-                # Every admitted attempt reports back, cancelled ones too: the first one may be the probe.
-                limiter.observe(headers, ok=ok)
-                if self._budget is not None:
-                    self._budget.release(held_usd)  # what it cost is charged as the answer is taken
-                if not ok:
-                    limiter.settle(ticket, 0)
-                if outcome is None:
-                    self._breaker.abandon(probe=probe)
-                else:
-                    self._breaker.record(outage=outcome, probe=probe)
+                self._waiting.discard(waiting)
+            return await self._send(request, admitted)
+        finally:
+            self._inflight.release()
+
+    async def _admit(self, request: Request) -> _Admitted:
+        """Wait for the breaker, the budget and the limiter; what was taken is given back if this is cancelled."""
+        limiter = self._limiter
+        admitted = _Admitted()
+        try:
+            # The awaits are skipped when there is nothing to wait for: they cost a little on every request.
+            if self._breaker.is_open:
+                admitted.probe = await self._breaker.admit()
+            if self._budget is not None:
+                admitted.held_usd = await self._take_budget(request)
+            if limiter.awaiting_first_answer:
+                await limiter.known()
+            admitted.tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
+            admitted.ticket = limiter.admit_now(admitted.tokens) or await limiter.admit(admitted.tokens)
+        except BaseException:
+            self._breaker.abandon(probe=admitted.probe)
+            if self._budget is not None:
+                self._budget.release(admitted.held_usd)
+            raise
+        return admitted
+
+    async def _send(self, request: Request, admitted: _Admitted) -> tuple[Response, float]:
+        limiter, ticket, probe = self._limiter, admitted.ticket, admitted.probe
+        assert ticket is not None
+        headers: Mapping[str, str] = {}
+        ok = False
+        outcome: bool | None = None  # for the breaker: did this attempt fail as in an outage?
+        try:
+            if self._stopping:  # stopped while this request waited for its slot: leave it for a resume
+                raise _Halted
+            self._tally.in_flight += 1
+            limiter.sending(ticket)
+            sent_at = self._clock()
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    response = await self.backend.send(request)
+            except Exception as exc:
+                error = self._classify(exc)
+                headers = error.headers
+                outcome = isinstance(error, ServerError | ConnectError | RequestTimeout)
+                raise _FailedAttempt(error, self._clock() - sent_at) from exc
+            finally:
+                self._tally.in_flight -= 1
+            headers, ok, outcome = response.headers, True, False
+        finally:
+            # Every admitted attempt reports back, cancelled ones too: the first one may be the probe.
+            limiter.observe(headers, ok=ok)
+            if self._budget is not None:
+                self._budget.release(admitted.held_usd)  # what it cost is charged as the answer is taken
+            if not ok:
+                limiter.settle(ticket, 0)
+            if outcome is None:
+                self._breaker.abandon(probe=probe)
+            else:
+                self._breaker.record(outage=outcome, probe=probe)
         latency_s = self._clock() - sent_at
-        limiter.settle(ticket, _counted_tokens(request, response, tokens))
+        limiter.settle(ticket, _counted_tokens(request, response, admitted.tokens))
         return response, latency_s
+
+    def _wait_begins(self) -> asyncio.Task[object]:
+        """Mark the current task as waiting to send, so that a stop ends it; the caller unmarks it."""
+        task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
+        self._waiting.add(task)
+        return task
 
     async def _take_budget(self, request: Request) -> float:
         """Count the request against the budget and hold its estimated cost; `_Halted` if it cannot go."""

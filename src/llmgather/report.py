@@ -17,6 +17,12 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
 
 
+def _stopped(reason: str) -> str:
+    """The engine's stop reason (an error type, `budget`, `interrupted`, `stopped`) as words."""
+    phrases = {"budget": "stopped at the budget", "interrupted": "stopped by a signal", "stopped": "stopped"}
+    return phrases.get(reason, f"stopped by {reason}")
+
+
 def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
     """Plain text, one block per model; the same text on a terminal and in a log."""
     lines = []
@@ -28,7 +34,7 @@ def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
             f"  requests   {stats.done} done: {stats.succeeded} succeeded"
             + (f" ({stats.cached} from the cache)" if stats.cached else "")
             + f", {stats.failed} failed"
-            + (f"; stopped by {stats.stopped_by}" if stats.stopped_by else "")
+            + (f"; {_stopped(stats.stopped_by)}" if stats.stopped_by else "")
         )
         if stats.errors_by_type:
             errors = ", ".join(f"{name} {count}" for name, count in sorted(stats.errors_by_type.items()))

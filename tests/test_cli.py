@@ -117,6 +117,21 @@ def test_exit_3_on_a_bad_key_with_a_clear_message(fake_server, tmp_path: Path) -
     assert "sk-test-not-a-real-key" not in done.stderr
 
 
+def test_a_missing_key_is_a_usage_error_before_anything_is_sent(server: FakeServer, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": f"q{i}"} for i in range(5)])
+    out = tmp_path / "out.jsonl"
+    no_key = {"OPENAI_API_KEY": ""}  # set but empty counts as unset, as a shell user would mean it
+    hosted = run_cli("run", str(source), "-o", str(out), "-m", "openai/gpt-5-mini", env=no_key)
+    assert hosted.returncode == 2 and "OPENAI_API_KEY is not set" in hosted.stderr and not out.exists()
+    named = run_against(server, str(source), out, "--api-key-env", "LLMGATHER_TEST_UNSET_KEY")
+    assert named.returncode == 2 and "LLMGATHER_TEST_UNSET_KEY is not set" in named.stderr
+    assert server.stats()["requests"] == 0 and not out.exists()
+    estimate = run_cli("run", str(source), "-m", "openai/gpt-5-mini", "--dry-run", env=no_key)
+    assert estimate.returncode == 0, estimate.stderr  # a dry run needs no key
+    local = run_cli("run", str(source), "-o", str(out), "-m", "openai/fake", "--api-base", server.url, env=no_key)
+    assert local.returncode == 0, local.stderr  # a local server may need none
+
+
 def test_an_existing_output_is_never_clobbered(server: FakeServer, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "prompt": "x"}])
     out = tmp_path / "out.jsonl"

@@ -130,3 +130,9 @@ def test_agents_sharing_a_client_stop_within_its_cost_budget(server: FakeServer)
 
     costs = asyncio.run(agents())
     assert 0.5 - 2 * max(costs) < sum(costs) <= 0.5
+
+
+def test_no_key_for_the_hosted_endpoint_is_refused_before_sending(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
+        llmgather.run(["x"], model="openai/gpt-5-mini")

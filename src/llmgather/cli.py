@@ -253,6 +253,7 @@ def _run(options: RunOptions) -> int:
         finally:
             source.discard_spool()
         return EXIT_OK
+    _check_keys([*configs, *fallbacks])  # after the dry run: estimating needs no key
     resume = ResumeState()
     if options.output is not None:
         resume = open_output(
@@ -283,6 +284,19 @@ def _run(options: RunOptions) -> int:
         if cache is not None:
             cache.close()
     return _finish(options, outcome, writer.written, cache)
+
+
+def _check_keys(configs: list[ModelConfig]) -> None:
+    from llmgather.errors import InputError
+
+    for c in configs:
+        missing = c.missing_key()
+        if missing is not None:
+            where = c.api_base or "the provider's endpoint"
+            raise InputError(
+                f"no API key for {c.model} at {where}: {missing}."
+                " Set it, or name the variable that holds the key with --api-key-env"
+            )
 
 
 def _check_priced(configs: list[ModelConfig]) -> None:

@@ -40,6 +40,8 @@ class ModelConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     prices: Mapping[str, Prices] = field(default_factory=dict)
     """Prices the user gave (USD per million tokens), by model; they win over any table."""
+    api_key_env: str | None = None
+    """The variable the user named for the key, if any."""
 
     @classmethod
     def build(
@@ -59,7 +61,7 @@ class ModelConfig:
     ) -> ModelConfig:
         if api_key is None:
             env = api_key_env or (DEFAULT_KEY_ENV if uses_native_backend(model, api_base) else None)
-            api_key = os.environ.get(env) if env else None
+            api_key = (os.environ.get(env) or None) if env else None  # set but empty is unset
         return cls(
             model=model,
             api_base=api_base,
@@ -68,7 +70,20 @@ class ModelConfig:
             timeout_s=timeout,
             retry=RetryPolicy(max_retries=max_retries, deadline_s=deadline),
             prices=dict(prices or {}),
+            api_key_env=api_key_env,
         )
+
+    def missing_key(self) -> str | None:
+        """Why no request could authenticate, found before any is sent; None when one may.
+
+        A local server (any `api_base`) often needs no key, and LiteLLM's providers read their own."""
+        if self.api_key is not None:
+            return None
+        if self.api_key_env is not None:
+            return f"{self.api_key_env} is not set"
+        if self.api_base is None and uses_native_backend(self.model, None):
+            return f"{DEFAULT_KEY_ENV} is not set"
+        return None
 
     def engine(
         self,
@@ -78,6 +93,9 @@ class ModelConfig:
         budget: Budget | None = None,
         fallbacks: Sequence[Engine] = (),
     ) -> Engine:
+        missing = self.missing_key() if backend is None else None
+        if missing is not None:
+            raise ValueError(f"no API key for {self.model}: {missing} (or give api_key=)")
         backend = backend or make_backend(
             self.model, api_base=self.api_base, api_key=self.api_key, max_connections=self.limits.concurrency
         )

@@ -80,6 +80,12 @@ def test_results_go_to_standard_output_without_o(server: FakeServer, tmp_path: P
         ),
         (['{"id": 1, "messages": "not a list"}'], "in.jsonl:1: 'messages' must be a non-empty list"),
         (["[1, 2]"], "in.jsonl:1: expected a JSON object"),
+        (
+            ['{"id": 1, "prompt": "x", "max_tokens": 5}', '{"id": 2, "prompt": "y", "max_tokens": "many"}'],
+            "in.jsonl:2: 'max_tokens' must be a whole number of at least 1, got \"many\"",
+        ),
+        (['{"id": 1, "prompt": "x", "temperature": -0.5}'], "in.jsonl:1: 'temperature' must be a number of at least 0"),
+        (['{"id": 1, "prompt": "x", "stream": "yes"}'], "in.jsonl:1: 'stream' must be true or false"),
     ],
 )
 def test_bad_input_exits_2_names_file_and_line_and_sends_nothing(

@@ -48,6 +48,7 @@ def request_from_record(record: Any, default_id: RequestId, source: str = "") ->
     elif messages is None:
         raise InputError("has no 'prompt' or 'messages'", source=source)
     _check_messages(messages, source)
+    _check_params(params, source)
     return Request(id=request_id, messages=messages, params=params, source=source)
 
 
@@ -62,6 +63,7 @@ def _from_batch_line(record: dict[str, Any], source: str) -> Request:
         raise InputError("batch line's body has no 'messages'", source=source)
     _check_id(record["custom_id"], source)
     _check_messages(body["messages"], source)
+    _check_params(params, source)
     return Request(id=record["custom_id"], messages=body["messages"], params=params, source=source)
 
 
@@ -76,6 +78,37 @@ def _check_messages(messages: Any, source: str) -> None:
     for message in messages:
         if not isinstance(message, dict) or "role" not in message:
             raise InputError("each message must be an object with a 'role'", source=source)
+
+
+# Parameters whose wrong type every provider refuses with a 400: caught here, before any is sent, as
+# (JSON type, smallest value, what is expected). Ranges beyond that differ by provider and are left to it.
+_NUMBER = (int, float)
+_PARAM_TYPES: dict[str, tuple[type | tuple[type, ...], float, str]] = {
+    "max_tokens": (int, 1, "a whole number of at least 1"),
+    "max_completion_tokens": (int, 1, "a whole number of at least 1"),
+    "n": (int, 1, "a whole number of at least 1"),
+    "temperature": (_NUMBER, 0, "a number of at least 0"),
+    "top_p": (_NUMBER, 0, "a number of at least 0"),
+    "stream": (bool, 0, "true or false"),
+}
+
+
+def _check_params(params: dict[str, Any], source: str) -> None:
+    for name, (kind, smallest, expected) in _PARAM_TYPES.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        if kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            ok = (
+                isinstance(value, kind)
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and value >= smallest
+            )
+        if not ok:
+            raise InputError(f"{name!r} must be {expected}, got {json.dumps(value)}", source=source)
 
 
 class JsonlInput:

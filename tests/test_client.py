@@ -136,3 +136,32 @@ def test_no_key_for_the_hosted_endpoint_is_refused_before_sending(monkeypatch: p
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
         llmgather.run(["x"], model="openai/gpt-5-mini")
+
+
+def test_an_async_function_runs_under_the_same_limits_and_retries() -> None:
+    in_flight = peak = 0
+    attempts: dict[object, int] = {}
+
+    async def step(request: llmgather.Request) -> str:
+        nonlocal in_flight, peak
+        attempts[request.id] = attempts.get(request.id, 0) + 1
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            text = request.messages[-1]["content"]
+            if "flaky" in text and attempts[request.id] == 1:
+                raise llmgather.ServerError("busy, try again", retry_after=0.01)
+            if "broken" in text:
+                raise KeyError("a bug in the step")
+            return text.upper()
+        finally:
+            in_flight -= 1
+
+    prompts = [f"flaky {i}" for i in range(10)] + ["broken"]
+    backend = llmgather.FunctionBackend(step, model="agent-step")
+    results = llmgather.run(prompts, model="agent-step", backend=backend, concurrency=3, max_retries=2)
+    assert [r.content for r in results[:10]] == [p.upper() for p in prompts[:10]]
+    assert all(r.attempts == 2 for r in results[:10]) and 1 < peak <= 3
+    broken = results[10]
+    assert broken.error is not None and broken.attempts == 1 and "KeyError" in broken.error.message

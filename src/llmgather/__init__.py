@@ -9,6 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from llmgather.backends.function import FunctionBackend
     from llmgather.client import Client, ModelConfig, gather, run
     from llmgather.engine import Engine, EngineStats
     from llmgather.errors import (
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _HOMES = {
+    "FunctionBackend": "llmgather.backends.function",
     "Client": "llmgather.client",
     "ModelConfig": "llmgather.client",
     "gather": "llmgather.client",
@@ -82,6 +84,7 @@ __all__ = [
     "Error",
     "ErrorInfo",
     "FatalError",
+    "FunctionBackend",
     "InputError",
     "Limits",
     "ModelConfig",

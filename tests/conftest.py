@@ -87,6 +87,17 @@ def run_cli(
     )
 
 
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    """`llmgather ...` started in the background, as a second user on the same key would."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmgather", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"},
+    )
+
+
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path

@@ -7,7 +7,15 @@ import asyncio
 from test_bucket import FakeClock
 
 from llmgather.limits import Limiter
-from llmgather.limits.adaptive import DECREASE, DECREASE_UNDER_CEILING, Aimd, ProviderLimits, limits_from_headers
+from llmgather.limits.adaptive import (
+    DECREASE,
+    DECREASE_UNDER_CEILING,
+    DEEPEST_DECREASE,
+    Aimd,
+    AnswerShare,
+    ProviderLimits,
+    limits_from_headers,
+)
 from llmgather.limits.limiter import INITIAL_WINDOW
 
 OPENAI = {
@@ -46,6 +54,48 @@ def test_a_429_steps_down_and_clean_seconds_climb_back_to_the_ceiling() -> None:
     assert rate.rate is not None and 6000 * DECREASE_UNDER_CEILING < rate.rate < 6000
     rate.increase(clean_s=0.5)
     assert rate.rate == 6000
+
+
+def test_once_the_limit_is_shown_to_be_shared_the_climb_back_starts_slowly_and_speeds_up() -> None:
+    rate = Aimd(user_limit=None)
+    rate.learn(6000)
+    rate.decrease(observed_per_minute=0, accepted_share=0.5)  # half the answers were 429s
+    assert rate.shared and rate.rate == 3000
+    rate.increase(clean_s=1, since_decrease_s=1)
+    first_second = rate.rate - 3000
+    assert 0 < first_second < 6000 * 0.02  # about 1% of the ceiling a second, not 10%
+    climbed = rate.rate
+    rate.increase(clean_s=1, since_decrease_s=8)
+    assert rate.rate - climbed > 8 * first_second  # doubling every two seconds
+    for second in range(9, 30):
+        rate.increase(clean_s=1, since_decrease_s=second)
+    assert rate.rate == 6000 and not rate.shared
+
+
+def test_when_most_answers_are_429s_the_rate_steps_down_to_the_share_that_got_through() -> None:
+    rate = Aimd(user_limit=None)
+    rate.learn(6000)
+    rate.decrease(observed_per_minute=0, accepted_share=0.7)
+    assert rate.rate == 6000 * 0.7
+    rate.decrease(observed_per_minute=0, accepted_share=0.1)  # never more than halved at once
+    assert rate.rate == 6000 * 0.7 * DEEPEST_DECREASE
+    rate.decrease(observed_per_minute=0, accepted_share=0.99)  # a few 429s among many: the usual small step
+    assert rate.rate == 6000 * 0.7 * DEEPEST_DECREASE * DECREASE_UNDER_CEILING
+
+
+def test_the_answer_share_counts_the_current_and_previous_second() -> None:
+    share = AnswerShare()
+    for i in range(6):
+        share.add(10.1 + i / 100, refused=False)
+    assert share.accepted() is None  # too few to say
+    for _ in range(4):
+        share.add(11.5, refused=True)
+    assert share.accepted() == 0.6
+    for _ in range(6):
+        share.add(12.0, refused=True)  # second 10 has left the count
+    assert share.accepted() == 0.0
+    share.add(20.0, refused=False)  # a gap: nothing before counts
+    assert share.accepted() is None
 
 
 def test_with_nothing_known_a_429_starts_pacing_below_what_was_sent() -> None:
@@ -135,4 +185,5 @@ def test_repeated_429s_are_one_step_down_a_second() -> None:
     assert limiter.stats().rpm_pace == 6000 * DECREASE_UNDER_CEILING
     clock.now += 0.6
     limiter.on_rate_limited(retry_after=None)
-    assert limiter.stats().rpm_pace == 6000 * DECREASE_UNDER_CEILING**2
+    # Nothing but 429s in the last two seconds: the limit is mostly someone else's, so the step is deepest.
+    assert limiter.stats().rpm_pace == 6000 * DECREASE_UNDER_CEILING * DEEPEST_DECREASE

@@ -132,6 +132,23 @@ def test_limiter_paces_requests_at_the_rpm_under_the_headroom() -> None:
     assert 90 / 10.0 <= span <= 99 / (10.0 * 0.95)
 
 
+def test_a_request_refused_with_a_429_keeps_its_place_in_the_pace() -> None:
+    # 600 rpm with a quarter-second burst: 2.5 requests at once, then one every 0.1 s.
+    async def second_admission_wait(rate_limited: bool) -> float:
+        clock = FakeClock()
+        limiter = Limiter(rpm=600, learn=False, clock=clock, sleep=clock.sleep)
+        for _ in range(2):
+            await limiter.admit(0)
+        refused = await limiter.admit(0)
+        limiter.settle(refused, 0, rate_limited=rate_limited)
+        start = clock.now
+        await limiter.admit(0)
+        return clock.now - start
+
+    assert asyncio.run(second_admission_wait(rate_limited=False)) == 0.0  # a dropped connection: given back
+    assert asyncio.run(second_admission_wait(rate_limited=True)) > 0.05  # a 429: not sent again at once
+
+
 def test_a_cool_down_holds_every_request_until_it_passes() -> None:
     clock = FakeClock()
     limiter = Limiter(learn=False, clock=clock, sleep=clock.sleep)

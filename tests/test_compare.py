@@ -202,6 +202,7 @@ def test_a_request_that_fails_for_good_goes_to_the_fallback(fake_server, tmp_pat
     rescued = [r for r in records if r.get("answered_by") == "openai/steady"]
     assert len(rescued) == flaky.stats()["by_status"]["503"] == steady.stats()["requests"] > 10
     assert all(r["attempts"] == 2 for r in rescued)
+    assert f"100 succeeded ({len(rescued)} answered by a fallback)" in done.stderr
 
 
 def test_a_permanent_error_goes_to_the_fallback_at_once(fake_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

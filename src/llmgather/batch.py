@@ -83,6 +83,7 @@ async def run_batch(
             options.total,
             mode=options.progress_mode,
             stream=stream,
+            fallbacks=frozenset(e.model for e in fallbacks),
         ):
             drains = [asyncio.create_task(drain(engine)) for engine in engines]
             with _Signals(engines, drains, options) as signals:

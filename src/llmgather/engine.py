@@ -384,7 +384,7 @@ class Engine:
         limiter, ticket, probe = self._limiter, admitted.ticket, admitted.probe
         assert ticket is not None
         headers: Mapping[str, str] = {}
-        ok = False
+        ok = rate_limited = False
         outcome: bool | None = None  # for the breaker: did this attempt fail as in an outage?
         try:
             if self._stopping:  # stopped while this request waited for its slot: leave it for a resume
@@ -397,7 +397,7 @@ class Engine:
                     response = await self.backend.send(request)
             except Exception as exc:
                 error = self._classify(exc)
-                headers = error.headers
+                headers, rate_limited = error.headers, isinstance(error, RateLimitError)
                 outcome = isinstance(error, ServerError | ConnectError | RequestTimeout)
                 raise _FailedAttempt(error, self._clock() - sent_at) from exc
             finally:
@@ -409,7 +409,7 @@ class Engine:
             if self._budget is not None:
                 self._budget.release(admitted.held_usd)  # what it cost is charged as the answer is taken
             if not ok:
-                limiter.settle(ticket, 0)
+                limiter.settle(ticket, 0, rate_limited=rate_limited)
             if outcome is None:
                 self._breaker.abandon(probe=probe)
             else:

@@ -76,22 +76,34 @@ def _notes(stats: EngineStats) -> str:
     return "".join(f", {note}" for note in notes)
 
 
-def plain_line(stats: EngineStats, total: int, rates: tuple[float, float]) -> str:
+def plain_line(stats: EngineStats, total: int | None, rates: tuple[float, float]) -> str:
+    """One model's progress; `total` None for a fallback, which gets only what others fail."""
     per_s, tokens_per_s = rates
+    done = f"{stats.done} done as a fallback" if total is None else f"{stats.done}/{total} done"
+    eta = "" if total is None else f", ETA {_eta(total - stats.done, per_s)}"
     return (
-        f"{stats.model}: {stats.done}/{total} done ({stats.succeeded} ok, {stats.failed} failed), "
+        f"{stats.model}: {done} ({stats.succeeded} ok, {stats.failed} failed), "
         f"{stats.in_flight} in flight{_notes(stats)}, {per_s:.1f} req/s, {tokens_per_s:.0f} tok/s, "
-        f"pace {pace_text(stats.limiter)}, {stats.retries} retries, {stats.rate_limited} 429s, "
-        f"ETA {_eta(total - stats.done, per_s)}"
+        f"pace {pace_text(stats.limiter)}, {stats.retries} retries, {stats.rate_limited} 429s{eta}"
     )
 
 
 class Progress:
     """Refreshes until stopped. Mode: 'live' (rich, on a terminal), 'plain' (a line every few seconds), 'quiet'."""
 
-    def __init__(self, source: StatsSource, total: int, *, mode: str, stream: IO[str], plain_every_s: float = 5.0):
+    def __init__(
+        self,
+        source: StatsSource,
+        total: int,
+        *,
+        mode: str,
+        stream: IO[str],
+        plain_every_s: float = 5.0,
+        fallbacks: frozenset[str] = frozenset(),
+    ):
         self._source = source
         self._total = total
+        self._fallbacks = fallbacks  # their lines have no total: they get only what other models fail
         self._mode = mode
         self._stream = stream
         self._plain_every_s = plain_every_s
@@ -115,7 +127,8 @@ class Progress:
         while True:
             await asyncio.sleep(self._plain_every_s)
             for stats in self._source():
-                print(plain_line(stats, self._total, self._rates_of(stats)), file=self._stream, flush=True)
+                total = None if stats.model in self._fallbacks else self._total
+                print(plain_line(stats, total, self._rates_of(stats)), file=self._stream, flush=True)
 
     async def _live(self) -> None:
         from rich.console import Console
@@ -156,10 +169,11 @@ class Progress:
             cooling = f" (cool {stats.limiter.cooling_for_s:.1f}s)" if stats.limiter.cooling_for_s > 0 else ""
             if stats.circuit_open:
                 cooling += " [yellow]provider failing: probing[/]"
+            fallback = stats.model in self._fallbacks
             table.add_row(
                 stats.model,
-                ProgressBar(total=self._total, completed=stats.done, width=24),
-                f"{stats.done}/{self._total}",
+                "(fallback)" if fallback else ProgressBar(total=self._total, completed=stats.done, width=24),
+                str(stats.done) if fallback else f"{stats.done}/{self._total}",
                 str(stats.succeeded),
                 f"[red]{stats.failed}[/]" if stats.failed else "0",
                 str(stats.in_flight),
@@ -169,6 +183,6 @@ class Progress:
                 str(stats.retries),
                 f"{stats.rate_limited}{cooling}",
                 pace_text(stats.limiter),
-                _eta(self._total - stats.done, per_s),
+                "" if fallback else _eta(self._total - stats.done, per_s),
             )
         return table

@@ -33,6 +33,7 @@ def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
         lines.append(
             f"  requests   {stats.done} done: {stats.succeeded} succeeded"
             + (f" ({stats.cached} from the cache)" if stats.cached else "")
+            + (f" ({stats.fell_back} answered by a fallback)" if stats.fell_back else "")
             + f", {stats.failed} failed"
             + (f"; {_stopped(stats.stopped_by)}" if stats.stopped_by else "")
         )

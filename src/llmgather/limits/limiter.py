@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from llmgather.limits.adaptive import Aimd, limits_from_headers
+from llmgather.limits.adaptive import Aimd, AnswerShare, limits_from_headers
 from llmgather.limits.bucket import TokenBucket
 from llmgather.limits.window import SlidingWindow, WindowEntry
 
@@ -109,6 +109,7 @@ class Limiter:
         self._cool_downs = 0
         self._last_decrease = -math.inf
         self._last_429 = -math.inf
+        self._answers = AnswerShare()
         self._last_growth = clock()
         self._queue: deque[_Waiter] = deque()
         self._waker: asyncio.Task[None] | None = None
@@ -231,10 +232,12 @@ class Limiter:
                     self._token_rate.learn(announced.tpm)
         if ok:
             now = self._clock()
+            self._answers.add(now, refused=False)
             clean_s = now - max(self._last_growth, self._last_decrease)
             if clean_s > 0.05:  # grow in small steps, not on every answer
-                self._request_rate.increase(clean_s)
-                self._token_rate.increase(clean_s)
+                since_decrease_s = now - self._last_decrease
+                self._request_rate.increase(clean_s, since_decrease_s)
+                self._token_rate.increase(clean_s, since_decrease_s)
                 self._last_growth = now
         self._apply_rates()
         if self._queue:
@@ -248,6 +251,7 @@ class Limiter:
         if retry_after is not None:
             self.cool_down(retry_after)
         now = self._clock()
+        self._answers.add(now, refused=True)
         previous, self._last_429 = self._last_429, now
         if now - self._last_decrease < DECREASE_EVERY_S:
             return
@@ -256,7 +260,7 @@ class Limiter:
             # is enough. 429s that come again within a second mean the limit is not all ours.
             return
         self._last_decrease = now
-        self._request_rate.decrease(self._sent_per_minute(now))
+        self._request_rate.decrease(self._sent_per_minute(now), self._answers.accepted())
         if self._token_rate.rate is not None:
             self._token_rate.decrease(self._token_rate.rate)
         self._apply_rates()
@@ -269,13 +273,16 @@ class Limiter:
         if ticket.token_entry is not None and self._token_window is not None:
             self._token_window.touch(ticket.token_entry)
 
-    def settle(self, ticket: Ticket, actual: int) -> None:
-        """Correct a booking once the provider has answered: `actual` tokens counted, 0 if it refused the request."""
+    def settle(self, ticket: Ticket, actual: int, *, rate_limited: bool = False) -> None:
+        """Correct a booking once the provider has answered: `actual` tokens counted, 0 if it refused the request.
+
+        A request refused with a 429 keeps its place in the pace: given back, it would go again at once
+        and, when others spend the same limit, be refused again, over and over."""
         if actual == 0 and ticket.request_entry is not None and self._request_window is not None:
             self._request_window.correct(ticket.request_entry, 0)
         if ticket.token_entry is not None and self._token_window is not None:
             self._token_window.correct(ticket.token_entry, actual)
-        if self._requests is not None and actual == 0:
+        if self._requests is not None and actual == 0 and not rate_limited:
             self._requests.refund(1)
         if self._tokens is not None and actual != ticket.tokens:
             if actual < ticket.tokens:

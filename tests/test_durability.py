@@ -6,13 +6,11 @@ Every test runs `llmgather run` as a separate process against a fake-provider pr
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FakeServer, read_jsonl, run_cli, write_jsonl
+from conftest import FakeServer, read_jsonl, run_cli, start_cli, write_jsonl
 
 from llmgather.fake import expected_content, prompt_digest
 
@@ -32,26 +30,7 @@ def run_against(server: FakeServer, source: Path, out: Path, *args: str) -> subp
 
 
 def start_run(server: FakeServer, source: Path, out: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmgather",
-            "run",
-            str(source),
-            "-o",
-            str(out),
-            "-m",
-            "openai/fake",
-            "--api-base",
-            server.url,
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OPENAI_API_KEY": KEY},
-    )
+    return start_cli("run", str(source), "-o", str(out), "-m", "openai/fake", "--api-base", server.url, *args)
 
 
 def wait_for_lines(path: Path, at_least: int, timeout_s: float = 30.0) -> int:

@@ -302,10 +302,9 @@ def _check_keys(configs: list[ModelConfig]) -> None:
 def _check_priced(configs: list[ModelConfig]) -> None:
     """--max-cost with a model of unknown price would spend without limit: refuse before sending."""
     from llmgather.errors import InputError
-    from llmgather.pricing import price_of
 
     for c in configs:
-        if price_of(c.model, c.prices, provider_endpoint=c.api_base is None) is None:
+        if c.price() is None:
             raise InputError(
                 f"--max-cost needs the price of {c.model}, which no price table knows:"
                 f" give it with --price {c.model}=USD_PER_MTOK_IN,USD_PER_MTOK_OUT"
@@ -329,27 +328,25 @@ def _template(options: RunOptions) -> Template | None:
 
 def _dry_run(source: Iterable[Request], configs: list[ModelConfig], options: RunOptions) -> None:
     from llmgather.io.resume import prepare_resume
-    from llmgather.limits.tokens import DEFAULT_COMPLETION_TOKENS, TokenEstimator
-    from llmgather.pricing import price_of
+    from llmgather.limits.tokens import TokenEstimator
     from llmgather.report import Estimate, dry_run_lines
 
     done = None
     if options.resume and options.output is not None:
         done = prepare_resume(options.output, retry_failed=options.retry_failed, repair=False)
     estimator = TokenEstimator()
-    estimates = [
-        Estimate(c.model, prices=price_of(c.model, c.prices, provider_endpoint=c.api_base is None)) for c in configs
-    ]
+    estimates = [Estimate(c.model, prices=c.price()) for c in configs]
     for request in source:
         prompt_tokens = estimator.prompt_tokens(request)
-        budget = request.completion_budget()
+        completion_tokens = estimator.expected_completion(request)  # the default guess: nothing is observed
+        unbudgeted = request.completion_budget() is None
         for estimate in estimates:
             if done is not None and done.skips(request.id, estimate.model):
                 continue
             estimate.requests += 1
             estimate.prompt_tokens += prompt_tokens
-            estimate.completion_tokens += budget if budget is not None else DEFAULT_COMPLETION_TOKENS
-            estimate.unbudgeted += budget is None
+            estimate.completion_tokens += completion_tokens
+            estimate.unbudgeted += unbudgeted
     for line in dry_run_lines(estimates):
         click.echo(line)
 

@@ -20,7 +20,7 @@ from llmgather.errors import InputError, RequestError
 from llmgather.io import ResultWriter, ResumeState, open_output, read_results
 from llmgather.io.reader import request_from_record, requests_from
 from llmgather.limits import Limits
-from llmgather.pricing import Prices, cost_function
+from llmgather.pricing import Prices, cost_function, price_of
 from llmgather.retry import RetryPolicy
 from llmgather.types import Message, Request, Result
 
@@ -73,6 +73,11 @@ class ModelConfig:
             api_key_env=api_key_env,
         )
 
+    def price(self) -> Prices | None:
+        """USD per million prompt and completion tokens, if known. At the user's own endpoint only their
+        prices and the bundled table count: LiteLLM's map prices the provider's endpoints."""
+        return price_of(self.model, self.prices, provider_endpoint=self.api_base is None)
+
     def missing_key(self) -> str | None:
         """Why no request could authenticate, found before any is sent; None when one may.
 
@@ -99,7 +104,7 @@ class ModelConfig:
         backend = backend or make_backend(
             self.model, api_base=self.api_base, api_key=self.api_key, max_connections=self.limits.concurrency
         )
-        cost = cost_function(self.model, self.prices, provider_endpoint=self.api_base is None)
+        cost = cost_function(self.price())
         if cost is None and budget is not None and budget.max_cost_usd is not None:
             raise ValueError(
                 f"max_cost needs the price of {self.model}, which no price table knows:"

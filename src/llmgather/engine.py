@@ -437,11 +437,7 @@ class Engine:
         if self._cost is None or self._budget is None or self._budget.max_cost_usd is None:
             return 0.0
         estimator = self._estimator
-        completion = request.completion_budget()
-        expected = Usage(
-            prompt_tokens=estimator.prompt_tokens(request),
-            completion_tokens=estimator.typical_completion() if completion is None else completion,
-        )
+        expected = Usage(estimator.prompt_tokens(request), estimator.expected_completion(request))
         return self._cost(expected) or 0.0
 
     def _classify(self, exc: Exception) -> RequestError:

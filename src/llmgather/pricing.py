@@ -91,10 +91,7 @@ def _litellm_prices() -> dict[str, Prices]:
     return prices
 
 
-def cost_function(
-    model: str, overrides: Mapping[str, Prices] | None = None, *, provider_endpoint: bool = True
-) -> Callable[[Usage], float] | None:
-    prices = price_of(model, overrides, provider_endpoint=provider_endpoint)
+def cost_function(prices: Prices | None) -> Callable[[Usage], float] | None:
     if prices is None:
         return None
     return lambda usage: cost_usd(prices, usage.prompt_tokens, usage.completion_tokens)

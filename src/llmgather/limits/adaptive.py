@@ -20,16 +20,17 @@ _TOKEN_LIMIT_HEADERS = (
 # jitter or another client on the same key, so the step is small; with nothing known it is larger.
 DECREASE_UNDER_CEILING = 0.9
 DECREASE = 0.7
-# Under a ceiling, when most answers are 429s the limit is shared: the rate steps down to the share of
-# answers that got through (what this client is in fact given), but never below half at once.
+# Under a ceiling, when more than a tenth of the answers in the last two seconds were 429s the limit is
+# shared: the rate steps down to the share of answers that got through (what this client is in fact
+# given), but never below half at once.
 DEEPEST_DECREASE = 0.5
 # While answers are clean the rate grows back by this share of itself per second (with no ceiling known)
 # or of the ceiling: a step down is won back in about a second.
 RECOVERY_PER_S = 0.1
-# Once most answers in a second were 429s, the limit is shared (another process on the key, another model
-# behind one limit): from then until the rate is back at the ceiling it grows by this share of the ceiling
-# per second, so that clients sharing a limit settle just under it instead of each pacing at the whole of
-# it and colliding every second ...
+# Once the limit is seen to be shared (another process on the key, another model behind one limit), and
+# until the rate is back at the ceiling, it grows by this share of the ceiling per second, so that clients
+# sharing a limit settle just under it instead of each pacing at the whole of it and colliding every
+# second ...
 SHARED_RECOVERY_PER_S = 0.01
 # ... and twice that for every this many seconds without a step down: when the other client has gone, the
 # rate is back at the ceiling in about ten seconds.

@@ -44,10 +44,12 @@ class TokenEstimator:
         self._counted_prompt_tokens = 0
 
     def estimate(self, request: Request) -> int:
+        return self.prompt_tokens(request) + self.expected_completion(request)
+
+    def expected_completion(self, request: Request) -> int:
+        """The request's completion budget, or the typical completion so far when it sets none."""
         budget = request.completion_budget()
-        if budget is None:
-            budget = self.typical_completion()
-        return self.prompt_tokens(request) + budget
+        return self.typical_completion() if budget is None else budget
 
     def prompt_tokens(self, request: Request) -> int:
         raw = self._raw_prompt_tokens(request)

@@ -292,6 +292,7 @@ class Engine:
             self._tally.cached += 1
             hit.row = request.row
             hit.finished_at = time.time()
+            hit.digest = request.digest()
             return hit
         result = await self._run(request)
         if result is not None and result.ok:
@@ -486,6 +487,7 @@ class Engine:
             row=request.row,
             rate_limited=rate_limited,
             finished_at=time.time(),
+            digest=request.digest(),
         )
 
     def _failure(
@@ -501,6 +503,7 @@ class Engine:
             row=request.row,
             rate_limited=rate_limited,
             finished_at=time.time(),
+            digest=request.digest(),
         )
 
     def _halt(self, error: FatalError) -> None:

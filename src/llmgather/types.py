@@ -5,12 +5,17 @@ Plain slotted dataclasses: these are made once per request on the hot path.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 RequestId = str | int
 Message = dict[str, Any]
+
+DELIVERY_PARAMS = frozenset({"stream", "stream_options", "user", "metadata", "store", "timeout", "request_timeout"})
+"""Parameters that change how an answer arrives, not what it says: left out of digests and cache keys."""
 
 
 @dataclass(slots=True)
@@ -37,6 +42,25 @@ class Request:
                 yield content
             elif isinstance(content, list):
                 yield from (str(part.get("text", "")) for part in content if isinstance(part, dict))
+
+    def answer_params(self) -> dict[str, Any]:
+        """The parameters that change what the answer says (temperature, max_tokens, ...)."""
+        return {k: v for k, v in self.params.items() if k not in DELIVERY_PARAMS}
+
+    def canonical(self) -> str:
+        """The request as canonical JSON (sorted keys, compact): what an answer depends on, model aside."""
+        return json.dumps(
+            {"messages": self.messages, "params": self.answer_params()},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=str,
+        )
+
+    def digest(self) -> str:
+        """A short fingerprint of `canonical()`: an output line carries it, so that a resume can tell
+        whether an id still names the request that was answered."""
+        return hashlib.blake2b(self.canonical().encode(), digest_size=8).hexdigest()
 
     def prompt_chars(self) -> int:
         return sum(len(text) for text in self.texts())
@@ -102,6 +126,8 @@ class Result:
     """How many of its attempts got a 429."""
     finished_at: float | None = None
     """When it was known (Unix time): the report draws the run over time from it."""
+    digest: str | None = None
+    """`Request.digest()` of the request answered: a resume checks that the id still names it."""
     # The error itself, for callers that raise it (Client.complete); never written out.
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
@@ -127,6 +153,7 @@ class Result:
             answered_by=record.get("answered_by"),
             rate_limited=record.get("rate_limited") or 0,
             finished_at=record.get("finished_at"),
+            digest=record.get("digest"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +169,7 @@ class Result:
             "cached": self.cached,
             "rate_limited": self.rate_limited,
             "finished_at": round(self.finished_at, 3) if self.finished_at is not None else None,
+            **({"digest": self.digest} if self.digest is not None else {}),
             **({"row": self.row} if self.row is not None else {}),
             **({"answered_by": self.answered_by} if self.answered_by is not None else {}),
         }

@@ -3,6 +3,7 @@
     Error                          base of everything llmgather raises
     ├── InputError                 bad input or usage; nothing was sent (exit 2)
     ├── RunStopped                 the run stopped before the end and can be resumed (exit 3)
+    │   └── OutputError            the output could not be written (disk full, folder gone); what was written is whole
     └── RequestError               one request failed; carries the HTTP status when there was one
         ├── TransientError         worth another attempt
         │   ├── RateLimitError     429 rate limit
@@ -41,6 +42,15 @@ class RunStopped(Error):
     def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class OutputError(RunStopped):
+    """Writing a result failed mid-run (a full disk, a folder gone): the run stops, and every line
+    already written is whole, so a resume finishes it."""
+
+    def __init__(self, message: str, *, path: str = "", cause: BaseException | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path else message, cause=cause)
+        self.path = path
 
 
 class RequestError(Error):

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from llmgather.backends.redact import redact
 from llmgather.errors import (
     ConnectError,
     ModelNotFoundError,
@@ -69,7 +70,8 @@ class LiteLLMBackend:
     def _translate(self, exc: Exception) -> RequestError:
         """LiteLLM's exceptions onto ours, most specific first."""
         litellm = self._litellm
-        message = self._redact(str(getattr(exc, "message", None) or exc))
+        said = str(getattr(exc, "message", None) or exc)
+        message = redact(said, self._api_key)
         if isinstance(exc, litellm.Timeout):
             return RequestTimeout(message)
         if isinstance(exc, litellm.APIConnectionError):
@@ -81,11 +83,8 @@ class LiteLLMBackend:
             return PermanentError(f"{type(exc).__name__}: {message}")
         response = getattr(exc, "response", None)
         headers: Mapping[str, str] = getattr(response, "headers", None) or {}
-        code = "insufficient_quota" if status == 429 and "insufficient_quota" in message else None
+        code = "insufficient_quota" if status == 429 and "insufficient_quota" in said else None
         return error_for_status(status, message, code=code, retry_after=parse_retry_after(headers), headers=headers)
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
 
     async def aclose(self) -> None:
         return None

@@ -8,10 +8,13 @@ from typing import Any
 
 import aiohttp
 
+from llmgather.backends.redact import redact
 from llmgather.errors import ConnectError, RequestError, ServerError, error_for_status
 from llmgather.retry import parse_retry_after
 from llmgather.types import Request, Response, Usage
 
+_QUOTE_BYTES = 4096
+_CODE_CHARS = 80
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 # LiteLLM's spelling of "an OpenAI-compatible endpoint"; the provider itself never sees these prefixes.
 ROUTE_PREFIXES = ("openai/", "hosted_vllm/")
@@ -61,8 +64,8 @@ class OpenAIBackend:
                 if resp.status != 200:
                     raise self._error(resp.status, await resp.read(), resp.headers)
                 if body.get("stream"):
-                    return await _read_stream(resp)
-                return _parse_completion(await resp.read(), resp.headers)
+                    return await _read_stream(resp, self._api_key)
+                return _parse_completion(await resp.read(), resp.headers, self._api_key)
         except aiohttp.ClientResponseError as exc:
             raise error_for_status(exc.status, self._redact(exc.message)) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -70,11 +73,12 @@ class OpenAIBackend:
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> RequestError:
         message, code = _error_details(raw)
+        message, code = self._redact(message), (redact(code, self._api_key, limit=_CODE_CHARS) if code else None)
         retry_after = parse_retry_after(headers)
-        return error_for_status(status, self._redact(message), code=code, retry_after=retry_after, headers=headers)
+        return error_for_status(status, message, code=code, retry_after=retry_after, headers=headers)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+        return redact(text, self._api_key)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -90,22 +94,27 @@ def _error_details(raw: bytes) -> tuple[str, str | None]:
         code = error.get("code") or error.get("type")
         return str(error.get("message") or code or "error"), (str(code) if code else None)
     except (ValueError, KeyError, TypeError, AttributeError):
-        return raw[:500].decode("utf-8", "replace") or "empty answer", None
+        return _quote(raw) or "empty answer", None
 
 
-def _parse_completion(raw: bytes, headers: Mapping[str, str]) -> Response:
+def _quote(raw: bytes) -> str:
+    # Only the head is read: redaction bounds the quote again, after it has looked at every word.
+    return raw[:_QUOTE_BYTES].decode("utf-8", "replace")
+
+
+def _parse_completion(raw: bytes, headers: Mapping[str, str], secret: str | None) -> Response:
     try:
         data = json.loads(raw)
         choice = data["choices"][0]
         message = choice.get("message") or {}
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise ServerError(f"malformed completion: {raw[:200]!r}") from exc
-    return Response(
-        content=message.get("content"),
-        usage=_usage(data.get("usage")),
-        finish_reason=choice.get("finish_reason"),
-        headers=headers,
-    )
+        return Response(
+            content=message.get("content"),
+            usage=_usage(data.get("usage")),
+            finish_reason=choice.get("finish_reason"),
+            headers=headers,
+        )
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise ServerError(f"malformed completion: {redact(_quote(raw), secret)!r}") from exc
 
 
 def _usage(raw: Any) -> Usage | None:
@@ -116,7 +125,7 @@ def _usage(raw: Any) -> Usage | None:
     return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
 
 
-async def _read_stream(resp: aiohttp.ClientResponse) -> Response:
+async def _read_stream(resp: aiohttp.ClientResponse, secret: str | None) -> Response:
     """Assemble a server-sent-event stream of chunks into one answer."""
     parts: list[str] = []
     usage: Usage | None = None
@@ -129,14 +138,14 @@ async def _read_stream(resp: aiohttp.ClientResponse) -> Response:
             break
         try:
             chunk = json.loads(data)
-        except ValueError as exc:
-            raise ServerError(f"malformed stream chunk: {data[:200]!r}") from exc
-        usage = _usage(chunk.get("usage")) or usage
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                parts.append(delta["content"])
-            finish_reason = choice.get("finish_reason") or finish_reason
+            usage = _usage(chunk.get("usage")) or usage
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    parts.append(delta["content"])
+                finish_reason = choice.get("finish_reason") or finish_reason
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ServerError(f"malformed stream chunk: {redact(_quote(data), secret)!r}") from exc
     else:
         raise ConnectError("stream ended before [DONE]")
     return Response(content="".join(parts), usage=usage, finish_reason=finish_reason, headers=resp.headers)

@@ -8,6 +8,8 @@ A prompt may also carry a directive that forces an answer, for tests:
     [[fake status=503 times=2 retry_after=0.5]]   answer 503 to the first two attempts
     [[fake status=429 code=insufficient_quota]]   every attempt
     [[fake hang times=1]]  /  [[fake drop times=1]]  /  [[fake latency=0.5]]
+    [[fake malformed=body]]  /  [[fake malformed=chunk]]   a 200 whose body (or a stream chunk) is not
+        JSON and echoes the request's credentials back, as a lying proxy would
 
 This module imports nothing from llmgather, so tests and demos of any version can use it.
 """
@@ -248,6 +250,8 @@ class FakeProvider:
             status = int(directive["status"])
             retry_after = float(directive["retry_after"]) if "retry_after" in directive else None
             return self._error(status, f"forced {status}", directive.get("code"), "fake_error", retry_after)
+        if forced and "malformed" in directive:
+            return await self._malformed(request, directive["malformed"])
         if not directive and self._draw(digest, seen, "fail", self.config.fail_rate):
             return self._error(503, "The server is overloaded.", None, "server_error")
         if self.config.quota is not None and self.stats.by_status.get(200, 0) >= self.config.quota:
@@ -394,6 +398,26 @@ class FakeProvider:
                 "usage": usage,
             }
             await response.write(f"data: {json.dumps(data)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _malformed(self, request: web.Request, where: str) -> web.StreamResponse:
+        """A 200 that is not what it claims, quoting the caller's credentials: redaction's test."""
+        self.stats.by_status[200] += 1
+        echoed = "; ".join(
+            f"{name}: {request.headers[name]}"
+            for name in ("Authorization", "x-api-key", "api-key")
+            if name in request.headers
+        )
+        if where != "chunk":
+            return web.Response(text=f"<html>upstream said no. You sent {echoed}</html>", content_type="text/html")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        opening = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        await response.write(f"data: {json.dumps(opening)}\n\n".encode())
+        bare = echoed.replace("Authorization: Bearer ", "")  # the key alone, shaped like nothing
+        await response.write(f"data: {{'choices': [], 'echo': {bare}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

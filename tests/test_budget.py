@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from llmgather.budget import Budget
+from llmgather.budget import Budget, to_units
 
 
 def test_requests_are_counted_and_never_exceed_the_limit() -> None:
@@ -20,7 +20,7 @@ def test_a_request_waits_while_what_is_held_could_still_leave_room() -> None:
     budget = Budget(max_cost_usd=1.0)
     assert budget.try_take(0.6) is True
     assert budget.try_take(0.6) is None  # 0.6 held: it fits only if the first costs less than estimated
-    budget.release(0.6)
+    budget.release(to_units(0.6))
     budget.charge(0.3)
     assert budget.try_take(0.6) is True and budget.held_usd == pytest.approx(0.6)
 
@@ -53,15 +53,15 @@ def test_waiters_wake_when_a_hold_is_released() -> None:
         waiting = [asyncio.create_task(budget.take(lambda: 0.6)), asyncio.create_task(budget.take(lambda: 0.6))]
         await asyncio.sleep(0)
         assert not any(task.done() for task in waiting)
-        budget.release(0.6)
+        budget.release(to_units(0.6))
         budget.charge(0.3)  # 0.7 left: one of the two fits, then the other waits on it
         done, pending = await asyncio.wait(waiting, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
         assert len(done) == 1 and len(pending) == 1
-        budget.release(0.6)
+        budget.release(to_units(0.6))
         budget.charge(0.5)  # 0.8 spent, nothing held: the second cannot fit and is refused
         return [task.result() for task in (await asyncio.wait(waiting, timeout=1.0))[0]]
 
-    assert sorted(asyncio.run(scenario()), key=str) == [0.6, None]
+    assert sorted(asyncio.run(scenario()), key=str) == [to_units(0.6), None]
 
 
 @pytest.mark.parametrize("bad", [{"max_cost_usd": 0.0}, {"max_requests": 0}])

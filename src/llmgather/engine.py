@@ -11,6 +11,8 @@ answered and not yet taken by the consumer). The input is pulled only as room fr
 from __future__ import annotations
 
 import asyncio
+import enum
+import math
 import random
 import time
 from collections import Counter
@@ -25,18 +27,21 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from llmgather.backends.base import Backend
-from llmgather.budget import Budget
+from llmgather.budget import Budget, to_units
 from llmgather.errors import (
     ConnectError,
     FatalError,
+    ModelNotFoundError,
+    PermanentError,
     RateLimitError,
     RequestError,
     RequestTimeout,
     RunStopped,
     ServerError,
+    TransientError,
 )
 from llmgather.limits import Limiter, LimiterStats, Limits, TokenEstimator
 from llmgather.limits.breaker import CircuitBreaker
@@ -47,7 +52,21 @@ from llmgather.stats import LatencyHistogram
 from llmgather.types import ErrorInfo, Request, Response, Result, Usage
 
 CostFn = Callable[[Usage], float | None]
+T = TypeVar("T")
 _DONE = object()
+NOT_FOUND_IS_FATAL = 3
+"""404s with no success yet that say the endpoint itself is wrong (a bad API base): the run stops."""
+
+
+class StopReason(enum.StrEnum):
+    """Why an engine stopped before the end of its requests."""
+
+    SIGNAL = "interrupted"
+    BUDGET = "budget"
+    FATAL = "fatal"
+    """An answer said no request can succeed (a refused key, a spent quota, no such model or endpoint)."""
+    INPUT = "input"
+    OUTPUT = "output"
 
 
 class ResultCache(Protocol):
@@ -62,12 +81,17 @@ class _Halted(Exception):
     """A request reached the wire after the run began to stop: it is not sent."""
 
 
+class _DeadlinePassed(Exception):
+    """The request's deadline passed while it waited to be sent: it fails without another attempt."""
+
+
 @dataclass(slots=True)
 class _Admitted:
     """What an attempt took on its way to being sent, to give back however it ends."""
 
     probe: bool = False
-    held_usd: float = 0.0
+    held: int = 0
+    """Nano-dollars of the budget held until the answer comes."""
     tokens: int = 0
     ticket: Ticket | None = None
 
@@ -107,7 +131,8 @@ class EngineStats:
     circuit_openings: int
     circuit_open: bool
     stopped_by: str | None
-    """Why the run stopped early: a fatal error's type, `budget`, or `stopped` (a signal)."""
+    """Why the run stopped early, for display: a fatal error's type, `budget`, `interrupted` (a signal),
+    `an input error` or `an output error`."""
 
     @property
     def done(self) -> int:
@@ -176,9 +201,11 @@ class Engine:
         # them at once instead of after the wait, since nothing of theirs is in flight.
         self._waiting: set[asyncio.Task[object]] = set()
         self._halting: set[asyncio.Task[object]] = set()
+        self._answered = False  # any attempt succeeded: a 404 is then about its own request
+        self._not_found = 0
         self.fatal: FatalError | None = None
-        self.stop_reason: str | None = None
-        """Why the run stopped before the end (a fatal error, the budget, a signal); None while it has not."""
+        self.stop_reason: StopReason | None = None
+        """Why the run stopped before the end; None while it has not."""
 
     # -- the two ways in -------------------------------------------------------------------------
 
@@ -199,7 +226,7 @@ class Engine:
             if not dispatcher.done():
                 dispatcher.cancel()
                 await asyncio.gather(dispatcher, return_exceptions=True)
-        if self.stop_reason is not None and self.stop_reason != "stopped":
+        if self.stop_reason is not None:
             raise self._stopped_error()
 
     async def complete(self, request: Request) -> Result:
@@ -212,10 +239,10 @@ class Engine:
             raise self._stopped_error()
         return result
 
-    def stop(self, reason: str = "stopped") -> None:
+    def stop(self, reason: StopReason = StopReason.SIGNAL) -> None:
         """Admit nothing more; what is in flight finishes."""
         if self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason = StopReason(reason)
         self._stopping = True
         me = asyncio.current_task()
         for task in self._waiting - {me}:
@@ -245,7 +272,7 @@ class Engine:
                         tasks.create_task(self._run_and_emit(request, queue))
                 except Exception as exc:  # the input failed: finish what is in flight, then say so
                     input_error = exc
-                    self._stopping = True
+                    self.stop(StopReason.INPUT)
         finally:
             queue.put_nowait(_DONE)
         if input_error is not None:
@@ -314,24 +341,39 @@ class Engine:
 
     async def _attempts(self, request: Request) -> Result | None:
         first_attempt_at = self._clock()
+        deadline_s = self._retry.deadline_s
+        # Every wait counts against the deadline, the first admission included: a request never waits
+        # longer than it for a slot's turn at the breaker, the budget or the limiter, nor for an answer.
+        deadline = math.inf if deadline_s is None else first_attempt_at + deadline_s
         failed_attempts = 0
         refused = 0  # of those, 429s
         latency_s = 0.0
+        error: RequestError | None = None
         while not self._stopping:
             try:
-                response, latency_s = await self._attempt(request)
+                response, latency_s = await self._attempt(request, deadline)
             except _Halted:
                 return None
+            except _DeadlinePassed:
+                late = self._too_late(error, failed_attempts)
+                return self._failure(request, late, failed_attempts, latency_s, refused)
             except _FailedAttempt as failed:
                 error, latency_s = failed.error, failed.latency_s
                 failed_attempts += 1
                 refused += isinstance(error, RateLimitError)
+                if isinstance(error, PermanentError) and error.status == 404 and not self._answered:
+                    error = self._not_found_yet(error)
+                    if error is None:
+                        self._tally.retries += 1
+                        continue  # at once: too early to tell a wrong endpoint from one request's 404
                 if isinstance(error, FatalError):
                     self._halt(error)
                     return None
                 elapsed_s = self._clock() - first_attempt_at
                 wait = self._retry.next_wait(error, failed_attempts, elapsed_s, self._rng, latency_s)
                 if wait is None:
+                    if isinstance(error, TransientError) and failed_attempts <= self._retry.max_retries:
+                        error = self._too_late(error, failed_attempts)  # retries left, but no time
                     return self._failure(request, error, failed_attempts, latency_s, refused)
                 self._tally.retries += 1
                 task = self._wait_begins()
@@ -343,78 +385,99 @@ class Engine:
             return self._success(request, response, failed_attempts + 1, latency_s, refused)
         return None
 
-    async def _attempt(self, request: Request) -> tuple[Response, float]:
+    async def _attempt(self, request: Request, deadline: float) -> tuple[Response, float]:
         """One attempt, after admission. Returns the response and how long the provider took to give it."""
         waiting = self._wait_begins()
         try:
+            # Not bounded by a timer (one per request would cost every saturated run): those holding slots
+            # are bounded by their own deadlines, and a slot taken too late is checked before sending.
             await self._inflight.acquire()
         except BaseException:
             self._waiting.discard(waiting)
             raise
         try:
             try:
-                admitted = await self._admit(request)
+                admitted = await self._admit(request, deadline)
             finally:
                 self._waiting.discard(waiting)
-            return await self._send(request, admitted)
+            return await self._send(request, admitted, deadline)
         finally:
             self._inflight.release()
 
-    async def _admit(self, request: Request) -> _Admitted:
-        """Wait for the breaker, the budget and the limiter; what was taken is given back if this is cancelled."""
-        limiter = self._limiter
+    async def _admit(self, request: Request, deadline: float) -> _Admitted:
+        """Wait for the breaker, the budget and the limiter, each no later than the deadline; what was taken is
+        given back if this is cancelled. The awaits are skipped when there is nothing to wait for: they cost a
+        little on every request."""
+        limiter, breaker, budget = self._limiter, self._breaker, self._budget
         admitted = _Admitted()
         try:
-            # The awaits are skipped when there is nothing to wait for: they cost a little on every request.
-            if self._breaker.is_open:
-                admitted.probe = await self._breaker.admit()
-            if self._budget is not None:
-                admitted.held_usd = await self._take_budget(request)
+            if breaker.is_open:
+                if breaker.reopens_at >= deadline:
+                    raise _DeadlinePassed  # the next probe goes too late for this request: fail it now
+                admitted.probe = await self._before(deadline, breaker.admit())
+            if budget is not None:
+                admitted.held = await self._take_budget(budget, request, deadline)
             if limiter.awaiting_first_answer:
-                await limiter.known()
-            admitted.tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
-            admitted.ticket = limiter.admit_now(admitted.tokens) or await limiter.admit(admitted.tokens)
+                await self._before(deadline, limiter.known())
+            admitted.tokens = tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
+            admitted.ticket = limiter.admit_now(tokens) or await self._before(deadline, limiter.admit(tokens))
         except BaseException:
-            self._breaker.abandon(probe=admitted.probe)
-            if self._budget is not None:
-                self._budget.release(admitted.held_usd)
+            breaker.abandon(probe=admitted.probe)
+            if budget is not None:
+                budget.release(admitted.held)
             raise
         return admitted
 
-    async def _send(self, request: Request, admitted: _Admitted) -> tuple[Response, float]:
+    async def _before(self, deadline: float, waiting: Awaitable[T]) -> T:
+        """`waiting`'s result, or `_DeadlinePassed` if it comes no sooner than `deadline`."""
+        if deadline == math.inf:
+            return await waiting
+        try:
+            async with asyncio.timeout(deadline - self._clock()):
+                return await waiting
+        except TimeoutError:
+            raise _DeadlinePassed from None
+
+    async def _send(self, request: Request, admitted: _Admitted, deadline: float) -> tuple[Response, float]:
         limiter, ticket, probe = self._limiter, admitted.ticket, admitted.probe
         assert ticket is not None
         headers: Mapping[str, str] = {}
         ok = rate_limited = False
-        outcome: bool | None = None  # for the breaker: did this attempt fail as in an outage?
+        outage: RequestError | None = None  # for the breaker: the error, when this attempt failed as in an outage
+        settled = False  # for the breaker: False while the attempt has said nothing (cancelled, or never sent)
         try:
             if self._stopping:  # stopped while this request waited for its slot: leave it for a resume
                 raise _Halted
+            sent_at = self._clock()
+            if sent_at >= deadline:
+                raise _DeadlinePassed
             self._tally.in_flight += 1
             limiter.sending(ticket)
-            sent_at = self._clock()
+            timeout_s = min(self._timeout_s, deadline - sent_at)
             try:
-                async with asyncio.timeout(self._timeout_s):
+                async with asyncio.timeout(timeout_s):
                     response = await self.backend.send(request)
             except Exception as exc:
-                error = self._classify(exc)
+                error = self._classify(exc, timeout_s)
                 headers, rate_limited = error.headers, isinstance(error, RateLimitError)
-                outcome = isinstance(error, ServerError | ConnectError | RequestTimeout)
+                settled = True
+                if isinstance(error, ServerError | ConnectError | RequestTimeout):
+                    outage = error
                 raise _FailedAttempt(error, self._clock() - sent_at) from exc
             finally:
                 self._tally.in_flight -= 1
-            headers, ok, outcome = response.headers, True, False
+            headers, ok, settled = response.headers, True, True
         finally:
             # Every admitted attempt reports back, cancelled ones too: the first one may be the probe.
             limiter.observe(headers, ok=ok)
             if self._budget is not None:
-                self._budget.release(admitted.held_usd)  # what it cost is charged as the answer is taken
+                self._budget.release(admitted.held)  # what it cost is charged as the answer is taken
             if not ok:
                 limiter.settle(ticket, 0, rate_limited=rate_limited)
-            if outcome is None:
-                self._breaker.abandon(probe=probe)
+            if settled:
+                self._breaker.record(outage=outage, probe=probe)
             else:
-                self._breaker.record(outage=outcome, probe=probe)
+                self._breaker.abandon(probe=probe)
         latency_s = self._clock() - sent_at
         limiter.settle(ticket, _counted_tokens(request, response, admitted.tokens))
         return response, latency_s
@@ -425,14 +488,18 @@ class Engine:
         self._waiting.add(task)
         return task
 
-    async def _take_budget(self, request: Request) -> float:
+    async def _take_budget(self, budget: Budget, request: Request, deadline: float) -> int:
         """Count the request against the budget and hold its estimated cost; `_Halted` if it cannot go."""
-        assert self._budget is not None
-        held_usd = await self._budget.take(lambda: self._estimated_cost(request))
-        if held_usd is None:
-            self.stop("budget")
+        held = to_units(self._estimated_cost(request))
+        taken = budget.try_take_units(held)
+        if taken is None:  # it may fit once what is in flight settles
+            held_or_none = await self._before(deadline, budget.take(lambda: self._estimated_cost(request)))
+            taken = held_or_none is not None
+            held = held_or_none or 0
+        if not taken:
+            self.stop(StopReason.BUDGET)
             raise _Halted
-        return held_usd
+        return held
 
     def _estimated_cost(self, request: Request) -> float:
         if self._cost is None or self._budget is None or self._budget.max_cost_usd is None:
@@ -441,10 +508,35 @@ class Engine:
         expected = Usage(estimator.prompt_tokens(request), estimator.expected_completion(request))
         return self._cost(expected) or 0.0
 
-    def _classify(self, exc: Exception) -> RequestError:
+    def _not_found_yet(self, error: RequestError) -> FatalError | None:
+        """A 404 before any success: None to try again, or, once it is the rule, the endpoint is wrong."""
+        self._not_found += 1
+        if self._not_found < NOT_FOUND_IS_FATAL:
+            return None
+        return ModelNotFoundError(
+            f"{self.backend.endpoint} answered 404 Not Found to the first {self._not_found} attempts and none"
+            f" succeeded: is the API base URL (or the model name {self.backend.model!r}) right?"
+            f" It said: {error.message}",
+            status=404,
+            code=error.code,
+        )
+
+    def _too_late(self, error: RequestError | None, attempts: int) -> RequestError:
+        """The error for a request whose deadline passed: why it was not answered, and that time ran out."""
+        deadline_s = self._retry.deadline_s
+        cause = error or self._breaker.last_outage
+        if cause is None:
+            return RequestTimeout(f"not sent within the {deadline_s:g} s deadline (waiting for its turn)")
+        tried = f"after {attempts} attempts" if attempts else "without sending it: every recent attempt failed"
+        message = f"{cause.message} (gave up at the {deadline_s:g} s deadline, {tried})"
+        return type(cause)(message, status=cause.status, code=cause.code)
+
+    def _classify(self, exc: Exception, timeout_s: float) -> RequestError:
         if isinstance(exc, TimeoutError):
             self._tally.timeouts += 1
-            return RequestTimeout(f"no answer within {self._timeout_s:g} s")
+            if timeout_s < self._timeout_s:
+                return RequestTimeout(f"no answer within the request's deadline ({timeout_s:.3g} s left)")
+            return RequestTimeout(f"no answer within {timeout_s:g} s")
         if isinstance(exc, RateLimitError):
             self._tally.rate_limited += 1
             self._limiter.on_rate_limited(exc.retry_after)
@@ -461,6 +553,7 @@ class Engine:
         tally = self._tally
         tally.succeeded += 1
         tally.latency.add(latency_s)
+        self._answered = True
         usage = response.usage
         cost = None
         if usage is not None:
@@ -474,7 +567,7 @@ class Engine:
                     if self._budget is not None:
                         self._budget.charge(cost)
                         if self._budget.exhausted() is not None:
-                            self.stop("budget")
+                            self.stop(StopReason.BUDGET)
         return Result(
             id=request.id,
             model=self.model,
@@ -510,14 +603,16 @@ class Engine:
         if self.fatal is None:
             self.fatal = error
             self._tally.errors[error.type_name] += 1
-        self.stop(error.type_name)
+        self.stop(StopReason.FATAL)
 
     def _stopped_error(self) -> RunStopped:
         error = self.fatal
         if error is not None:
             reason = f"{error.type_name}: {error.message}"
-        elif self.stop_reason == "budget" and self._budget is not None:
+        elif self.stop_reason is StopReason.BUDGET and self._budget is not None:
             reason = self._budget.exhausted() or "the budget is spent"
+        elif self.stop_reason is not None:
+            reason = f"stopped ({self._stopped_by()})"
         else:
             reason = "stopped"
         return RunStopped(f"{self.model} at {self.backend.endpoint}: {reason}", cause=error)
@@ -547,8 +642,16 @@ class Engine:
             limiter=self._limiter.stats(),
             circuit_openings=self._breaker.openings,
             circuit_open=self._breaker.is_open,
-            stopped_by=self.stop_reason,
+            stopped_by=self._stopped_by(),
         )
+
+    def _stopped_by(self) -> str | None:
+        reason = self.stop_reason
+        if reason is StopReason.FATAL and self.fatal is not None:
+            return self.fatal.type_name
+        if reason is StopReason.INPUT or reason is StopReason.OUTPUT:
+            return f"an {reason} error"
+        return reason
 
 
 def _counted_tokens(request: Request, response: Response, estimate: int) -> int:

@@ -9,9 +9,12 @@ probes, not every queued request's retries.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+
+from llmgather.errors import RequestError
 
 WINDOW = 20
 """Attempts remembered."""
@@ -36,10 +39,17 @@ class CircuitBreaker:
         self._probing = False
         self._probe_done = asyncio.Event()
         self.openings = 0
+        self.last_outage: RequestError | None = None
+        """The error of the latest attempt that failed as in an outage: what a request not sent is told."""
 
     @property
     def is_open(self) -> bool:
         return self._open_until is not None
+
+    @property
+    def reopens_at(self) -> float:
+        """When the next probe may go (in the past while one is out); infinity while the breaker is closed."""
+        return self._open_until if self._open_until is not None else math.inf
 
     async def admit(self) -> bool:
         """Wait while the breaker is open; after the pause, one caller goes as the probe (True), the rest wait."""
@@ -55,8 +65,11 @@ class CircuitBreaker:
             await self._probe_done.wait()
         return False
 
-    def record(self, *, outage: bool, probe: bool) -> None:
-        """An attempt ended: `outage` when it failed as a down provider does (5xx, connection, timeout)."""
+    def record(self, *, outage: RequestError | None, probe: bool) -> None:
+        """An attempt ended: `outage` is its error when it failed as a down provider does (5xx, connection,
+        timeout), None when it was answered."""
+        if outage is not None:
+            self.last_outage = outage
         if probe:
             self._probing = False
             self._probe_done.set()
@@ -68,7 +81,7 @@ class CircuitBreaker:
             return
         if self._open_until is not None:
             return  # in flight before the breaker opened: already counted in
-        self._recent.append(outage)
+        self._recent.append(outage is not None)
         if len(self._recent) == WINDOW and sum(self._recent) >= OPEN_WHEN_FAILED * WINDOW:
             self.openings += 1
             self._open_until = self._clock() + self._pause_s

@@ -6,19 +6,26 @@ Each line is one of
     {"custom_id": ..., "method": "POST", "url": "/v1/chat/completions", "body": {...}}   (OpenAI Batch API)
 Other keys (temperature, max_tokens, ...) pass through to the request. A line without an id gets its
 line number. The check keeps only a 64-bit hash per id, so a million-line file is checked in a few MB.
+
+Standard input and pipes (`<(zcat prompts.jsonl.gz)`) are read once into an anonymous temporary file,
+which has no name to leave behind: it goes when the input is closed, or when the process ends however.
+A file is held to what was checked: edited while a run reads it, it raises InputChanged.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import shutil
+import os
+import stat
 import sys
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, NoReturn
 
 from llmgather.errors import InputError
 from llmgather.io.rows import Template, csv_rows, parquet_rows, request_from_row
@@ -26,6 +33,11 @@ from llmgather.types import Request, RequestId
 
 _BATCH_KEYS = {"custom_id", "method", "url", "body"}
 _CHAT_URLS = {"/v1/chat/completions", "/chat/completions"}
+_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+class InputChanged(InputError):
+    """The input was edited while a run read it: what was checked is no longer what is read."""
 
 
 def request_from_record(record: Any, default_id: RequestId, source: str = "") -> Request:
@@ -69,15 +81,39 @@ def _from_batch_line(record: dict[str, Any], source: str) -> Request:
 
 def _check_id(request_id: Any, source: str) -> None:
     if isinstance(request_id, bool) or not isinstance(request_id, str | int):
-        raise InputError(f"id must be a string or an integer, got {json.dumps(request_id)}", source=source)
+        raise InputError(f"id must be a string or an integer, got {_shown(request_id)}", source=source)
 
 
 def _check_messages(messages: Any, source: str) -> None:
+    """Chat messages as every provider takes them: a known role, and content that is a string or a list
+    of typed parts. An assistant message that calls tools may have null content, as OpenAI allows."""
     if not isinstance(messages, list) or not messages:
         raise InputError("'messages' must be a non-empty list", source=source)
-    for message in messages:
-        if not isinstance(message, dict) or "role" not in message:
-            raise InputError("each message must be an object with a 'role'", source=source)
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise InputError(f"{where} must be an object with a 'role' and 'content'", source=source)
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _ROLES:
+            raise InputError(f"{where}: role {_shown(role)} is not one of {', '.join(_ROLES)}", source=source)
+        content = message.get("content")
+        if content is None and role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+            continue
+        if isinstance(content, str) or (
+            isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in content)
+        ):
+            continue
+        raise InputError(
+            f'{where}: content must be a string or a list of parts such as {{"type": "text", "text": "..."}},'
+            f" got {_shown(content)}",
+            source=source,
+        )
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON, cut short: enough to recognise it in a one-line error."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # Parameters whose wrong type every provider refuses with a 400: caught here, before any is sent, as
@@ -111,38 +147,84 @@ def _check_params(params: dict[str, Any], source: str) -> None:
             raise InputError(f"{name!r} must be {expected}, got {json.dumps(value)}", source=source)
 
 
+@dataclass(frozen=True, slots=True)
+class _Stamp:
+    """What a file was when it was checked: the same inode, size and modification time, or it changed."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, file: IO[bytes]) -> _Stamp:
+        status = os.fstat(file.fileno())
+        return cls(status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+# How many requests the second pass reads between two looks at the file (an fstat costs about a microsecond).
+_RESTAMP_EVERY = 1000
+
+
 class JsonlInput:
     """A file of requests, read twice: once to check it whole, then streamed to the engine.
 
     JSONL lines are requests as they are, or, with a template, rows; CSV and Parquet files are rows (`rows`).
+    `path` is None for standard input and pipes, which are read from a spool. One pass at a time.
+    Use it as a context manager (or call close()), so that a spool goes as soon as the run ends.
     """
 
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         name: str | None = None,
         *,
-        spooled: bool = False,
         kind: str = "jsonl",
         template: Template | None = None,
+        spool: IO[bytes] | None = None,
     ) -> None:
+        if path is None and spool is None:
+            raise ValueError("an input needs a path or a spool")
         self.path = path
         self.name = name or str(path)
         self.count = 0
-        self._spooled = spooled
         self._kind = kind
         self._template = template
+        self._spool = spool
+        self._checked: _Stamp | None = None
+
+    @classmethod
+    def from_stream(
+        cls, stream: IO[bytes], name: str, *, kind: str = "jsonl", template: Template | None = None
+    ) -> JsonlInput:
+        """Read a stream (standard input, a pipe) once into an anonymous temporary file, to be read twice."""
+        return cls(None, name, kind=kind, template=template, spool=_spool(stream, name))
+
+    def close(self) -> None:
+        """Let go of the spool, if this input has one (its space is freed at once: it has no name)."""
+        if self._spool is not None:
+            self._spool.close()
 
     def discard_spool(self) -> None:
-        """Remove the temporary copy of standard input, if this is one."""
-        if self._spooled:
-            self.path.unlink(missing_ok=True)
+        """The old name of close(), kept until every caller uses `with open_input(...)`."""
+        self.close()
+
+    def __enter__(self) -> JsonlInput:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
 
     def check(self) -> int:
         """Parse every line; raise InputError naming file and line for the first bad one or repeated id."""
         hashes = array("q")
-        for request in self._parse():
-            hashes.append(hash(request.id))
+        with self._open() as file:
+            before = _Stamp.of(file)
+            for request in self._parse(file):
+                hashes.append(hash(request.id))
+            if _Stamp.of(file) != before:
+                raise InputChanged("the input changed while it was checked: check it again", source=self.name)
         self.count = len(hashes)
         if self.count == 0:
             raise InputError("no requests in the input", source=self.name)
@@ -150,58 +232,158 @@ class JsonlInput:
         collisions = {a for a, b in itertools.pairwise(ordered) if a == b}
         if collisions:
             self._raise_first_repeat(collisions)
+        self._checked = before
         return self.count
 
     def _raise_first_repeat(self, collisions: set[int]) -> None:
         first_line: dict[RequestId, str] = {}
-        for request in self._parse():
-            if hash(request.id) not in collisions:
-                continue
-            if request.id in first_line:
-                raise InputError(f"id {json.dumps(request.id)} repeats {first_line[request.id]}", source=request.source)
-            first_line[request.id] = request.source
+        with self._open() as file:
+            for request in self._parse(file):
+                if hash(request.id) not in collisions:
+                    continue
+                if request.id in first_line:
+                    raise InputError(
+                        f"id {json.dumps(request.id)} repeats {first_line[request.id]}", source=request.source
+                    )
+                first_line[request.id] = request.source
 
     def __iter__(self) -> Iterator[Request]:
-        return self._parse()
+        """The requests; after check(), held to what was checked (InputChanged when the file was edited)."""
+        with self._open() as file:
+            checked = self._checked
+            if checked is None:
+                yield from self._parse(file)
+                return
+            read = 0
+            try:
+                self._hold(file, checked)
+                for request in self._parse(file):
+                    read += 1
+                    if read % _RESTAMP_EVERY == 0:
+                        self._hold(file, checked)
+                    yield request
+                self._hold(file, checked)
+            except InputChanged:
+                raise
+            except InputError as exc:  # a line that passed the check fails now: it was edited
+                message = str(exc).removeprefix(f"{exc.source}: ")
+                raise InputChanged(f"the input changed during the run: {message}", source=exc.source) from None
+            if read != self.count:
+                self._changed()
 
-    def _parse(self) -> Iterator[Request]:
-        if self._kind != "jsonl":
-            rows = csv_rows(self.path, self.name) if self._kind == "csv" else parquet_rows(self.path, self.name)
+    def _hold(self, file: IO[bytes], checked: _Stamp) -> None:
+        if _Stamp.of(file) != checked:
+            self._changed()
+
+    def _changed(self) -> NoReturn:
+        raise InputChanged(
+            "the input changed during the run (it is not what was checked): put it back, or resume with the new one",
+            source=self.name,
+        )
+
+    def _open(self) -> IO[bytes]:
+        if self._spool is not None:
+            # a new handle on the spool's file, at its start: closing it leaves the spool open
+            fd = self._spool.fileno()
+            os.lseek(fd, 0, os.SEEK_SET)
+            return os.fdopen(os.dup(fd), "rb")
+        assert self.path is not None
+        try:
+            return self.path.open("rb")
+        except OSError as exc:
+            raise InputError(f"cannot read it: {exc.strerror or exc}", source=self.name) from None
+
+    def _parse(self, file: IO[bytes]) -> Iterator[Request]:
+        try:
+            if self._kind == "jsonl":
+                yield from self._jsonl(file)
+                return
+            rows = csv_rows(file, self.name) if self._kind == "csv" else parquet_rows(file, self.name)
             for row, source, number in rows:
                 yield request_from_row(row, number, source, self._template)
-            return
-        with self.path.open("rb") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                source = f"{self.name}:{number}"
-                try:
-                    record = json.loads(line)
-                except ValueError as exc:
-                    raise InputError(f"not valid JSON ({exc})", source=source) from None
-                if self._template is not None and isinstance(record, dict):
-                    yield request_from_row(record, number, source, self._template)
-                else:
-                    yield request_from_record(record, number, source)
+        except OSError as exc:  # the disk or the pipe failed mid-read
+            raise InputError(f"cannot read it: {exc.strerror or exc}", source=self.name) from None
+
+    def _jsonl(self, file: IO[bytes]) -> Iterator[Request]:
+        for number, raw in enumerate(file, start=1):
+            if not raw.strip():
+                continue
+            source = f"{self.name}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = f"byte 0x{exc.object[exc.start]:02x} at position {exc.start + 1}"
+                raise InputError(f"not UTF-8 text: {bad} (save the file as UTF-8)", source=source) from None
+            try:
+                record = json.loads(line.removeprefix("\ufeff") if number == 1 else line)
+            except ValueError as exc:
+                raise InputError(f"not valid JSON ({exc})", source=source) from None
+            if self._template is not None and isinstance(record, dict):
+                yield request_from_row(record, number, source, self._template)
+            else:
+                yield request_from_record(record, number, source)
+
+
+def _spool(stream: IO[bytes], name: str) -> IO[bytes]:
+    """A copy of the stream in a temporary file without a name, so that nothing is left behind."""
+    spool = tempfile.TemporaryFile(prefix="llmgather-input-")  # noqa: SIM115 (closed by JsonlInput.close)
+    try:
+        while True:
+            try:
+                chunk = stream.read(1 << 20)
+            except OSError as exc:  # a closed standard input, a broken pipe
+                raise InputError(f"cannot read it: {exc.strerror or exc}", source=name) from None
+            if not chunk:
+                break
+            try:
+                spool.write(chunk)
+            except OSError as exc:
+                folder = tempfile.gettempdir()
+                raise InputError(f"cannot copy it to {folder}: {exc.strerror or exc}", source=name) from None
+        spool.flush()
+    except BaseException:
+        spool.close()
+        raise
+    return spool
 
 
 _KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", "": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
 def open_input(name: str, stdin: IO[bytes] | None = None, *, template: Template | None = None) -> JsonlInput:
-    """The input named on the command line; '-' spools standard input (JSONL) to a temporary file first."""
+    """The input named on the command line: a file, or a stream ('-' for standard input, or a pipe such as
+    `<(zcat prompts.jsonl.gz)`) spooled to an anonymous temporary file first. Use it in a `with`."""
     if name == "-":
-        spool = tempfile.NamedTemporaryFile(prefix="llmgather-stdin-", suffix=".jsonl", delete=False)  # noqa: SIM115
-        with spool:
-            shutil.copyfileobj(stdin or sys.stdin.buffer, spool)
-        return JsonlInput(Path(spool.name), name="<stdin>", spooled=True, template=template)
+        return JsonlInput.from_stream(_standard_input(stdin), "<stdin>", template=template)
     path = Path(name)
-    if not path.is_file():
-        raise InputError(f"no such input file: {name}")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"no such input file: {name}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read it: {exc.strerror or exc}", source=name) from None
+    if stat.S_ISDIR(mode):
+        raise InputError("is a folder: give the input file in it", source=name)
     kind = _KINDS.get(path.suffix.lower())
     if kind is None:
-        raise InputError(f"{name}: input is read from JSONL, CSV or Parquet files (.jsonl, .csv, .parquet)")
-    return JsonlInput(path, kind=kind, template=template)
+        hint = f" (for a compressed file: llmgather run <(zcat {name}) ...)" if path.suffix in (".gz", ".zst") else ""
+        raise InputError(f"input is read from JSONL, CSV or Parquet files (.jsonl, .csv, .parquet){hint}", source=name)
+    if stat.S_ISREG(mode):
+        return JsonlInput(path, kind=kind, template=template)
+    try:  # a pipe, FIFO or device: it can be read only once
+        with path.open("rb") as stream:
+            return JsonlInput.from_stream(stream, name, kind=kind, template=template)
+    except OSError as exc:
+        raise InputError(f"cannot read it: {exc.strerror or exc}", source=name) from None
+
+
+def _standard_input(stdin: IO[bytes] | None) -> IO[bytes]:
+    if stdin is not None:
+        return stdin
+    buffer: IO[bytes] | None = getattr(sys.stdin, "buffer", None)  # sys.stdin is None when it was closed
+    if buffer is None:
+        raise InputError("standard input is closed: pipe the requests in, or name the input file", source="<stdin>")
+    return buffer
 
 
 def requests_from(items: Iterable[str | dict[str, Any] | Request]) -> list[Request]:

@@ -13,7 +13,7 @@ from browser import ensure_chromium, open_page
 from conftest import FakeServer, read_jsonl, run_cli
 from PIL import Image
 
-from llmgather.htmlreport import COLORS, RATE_LIMITED_COLOR
+from llmgather.report.charts import COLORS, RATE_LIMITED_COLOR
 
 
 @pytest.fixture(scope="session")

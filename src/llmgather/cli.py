@@ -503,8 +503,8 @@ def compare_command(output: Path, fmt: str, expected: str | None, scorer: str | 
     answer (from a CSV or Parquet input), exact-match accuracy. Answers count as the same when they
     match as exact-match scoring sees them (case, surrounding space and final punctuation aside).
     """
-    from llmgather.compare import compare, load_scorer, render
     from llmgather.errors import InputError
+    from llmgather.report import compare, load_scorer, render
 
     try:
         if str(Path.cwd()) not in sys.path:
@@ -531,7 +531,7 @@ def report_command(output: Path, page: Path) -> None:
     """Write one self-contained HTML page about OUTPUT (a `run` output): the per-model table, latency
     distributions, requests completed over time with 429s and retries marked, and cost per model."""
     from llmgather.errors import InputError
-    from llmgather.htmlreport import build_report
+    from llmgather.report import build_report
 
     try:
         page.write_text(build_report(output), encoding="utf-8")

@@ -1,4 +1,5 @@
-"""The summary at the end of a run: counts, errors by type, latency percentiles, tokens, cost, time."""
+"""The text at the end of a run (counts, errors by type, latency, tokens, retries, cost, time) and the
+estimate printed by `--dry-run`."""
 
 from __future__ import annotations
 
@@ -11,18 +12,6 @@ from llmgather.pricing import Prices, cost_usd
 from llmgather.progress import pace_text
 
 
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
-
-
-def _stopped(reason: str) -> str:
-    """The engine's stop reason (an error type, `budget`, `interrupted`, `stopped`) as words."""
-    phrases = {"budget": "stopped at the budget", "interrupted": "stopped by a signal", "stopped": "stopped"}
-    return phrases.get(reason, f"stopped by {reason}")
-
-
 def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
     """Plain text, one block per model; the same text on a terminal and in a log."""
     lines = []
@@ -30,13 +19,7 @@ def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
         total_tokens = stats.prompt_tokens + stats.completion_tokens
         rate = stats.done / wall_s if wall_s > 0 else 0.0
         lines.append(f"{stats.model} at {stats.endpoint}")
-        lines.append(
-            f"  requests   {stats.done} done: {stats.succeeded} succeeded"
-            + (f" ({stats.cached} from the cache)" if stats.cached else "")
-            + (f" ({stats.fell_back} answered by a fallback)" if stats.fell_back else "")
-            + f", {stats.failed} failed"
-            + (f"; {_stopped(stats.stopped_by)}" if stats.stopped_by else "")
-        )
+        lines.append(f"  requests   {_requests(stats)}")
         if stats.errors_by_type:
             errors = ", ".join(f"{name} {count}" for name, count in sorted(stats.errors_by_type.items()))
             lines.append(f"  errors     {errors}")
@@ -47,16 +30,46 @@ def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
         lines.append(
             f"  tokens     {total_tokens:,} ({stats.prompt_tokens:,} prompt, {stats.completion_tokens:,} completion)"
         )
-        lines.append(
-            f"  retries    {stats.retries} ({stats.rate_limited} rate-limited, {stats.timeouts} timed out), "
-            f"{stats.limiter.cool_downs} cool-downs"
-            + (f", provider outage paused sending {stats.circuit_openings}x" if stats.circuit_openings else "")
-        )
+        lines.append(f"  attempts   {_attempts(stats)}")
         lines.append(f"  pace       {pace_text(stats.limiter)}")
         if stats.cost_usd:
             lines.append(f"  cost       ${stats.cost_usd:.4f}")
         lines.append(f"  time       {wall_s:.2f}s wall, {rate:.1f} req/s")
     return lines
+
+
+def _requests(stats: EngineStats) -> str:
+    return (
+        f"{stats.done} done: {stats.succeeded} succeeded"
+        + (f" ({stats.cached} from the cache)" if stats.cached else "")
+        + (f" ({stats.fell_back} answered by a fallback)" if stats.fell_back else "")
+        + f", {stats.failed} failed"
+        + (f"; {_stopped(stats.stopped_by)}" if stats.stopped_by else "")
+    )
+
+
+def _attempts(stats: EngineStats) -> str:
+    """Retries beside the failed attempts by kind, as siblings: a 429 or a timeout on a request's last attempt
+    (or at a stop) is not retried, so there can be more 429s than retries, and neither count is in the other."""
+    line = (
+        f"{stats.retries} retries; {stats.rate_limited} answered 429, {stats.timeouts} timed out; "
+        f"{stats.limiter.cool_downs} cool-downs"
+    )
+    if stats.circuit_openings:
+        line += f"; provider outage paused sending {stats.circuit_openings}x"
+    return line
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
+
+
+def _stopped(reason: str) -> str:
+    """The engine's stop reason (an error type, `budget`, `interrupted`, `stopped`) as words."""
+    phrases = {"budget": "stopped at the budget", "interrupted": "stopped by a signal", "stopped": "stopped"}
+    return phrases.get(reason, f"stopped by {reason}")
 
 
 @dataclass(slots=True)

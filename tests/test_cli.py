@@ -14,7 +14,7 @@ from llmgather.fake import expected_content
 
 OUTPUT_KEYS = {
     *("id", "model", "content", "usage", "latency_s", "attempts", "cost_usd", "error"),
-    *("cached", "rate_limited", "finished_at"),
+    *("cached", "rate_limited", "finished_at", "digest"),
 }
 
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmgather.backends.function import FunctionBackend
-    from llmgather.client import Client, ModelConfig, gather, run
+    from llmgather.client import Client, gather, run
+    from llmgather.config import ModelConfig
     from llmgather.engine import Engine, EngineStats
     from llmgather.errors import (
         AuthenticationError,
@@ -37,7 +38,7 @@ __version__ = "0.1.0"
 _HOMES = {
     "FunctionBackend": "llmgather.backends.function",
     "Client": "llmgather.client",
-    "ModelConfig": "llmgather.client",
+    "ModelConfig": "llmgather.config",
     "gather": "llmgather.client",
     "run": "llmgather.client",
     "Engine": "llmgather.engine",

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
-    from llmgather.batch import BatchOutcome
-    from llmgather.cache import ResponseCache
-    from llmgather.client import ModelConfig
+    from llmgather.config import RunConfig
+    from llmgather.engine import ResultCache
     from llmgather.io import ResumeState
     from llmgather.io.rows import Template
+    from llmgather.runner import Outcome
     from llmgather.types import Request
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -40,8 +40,8 @@ def main() -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Results file (JSONL). Default: standard output.",
+    type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
+    help="Results file (JSONL), locked while the run lasts. Default, or '-': standard output.",
 )
 @click.option(
     "-m",
@@ -63,38 +63,41 @@ def main() -> None:
     metavar="MODEL",
     help="When a request fails for good (after its retries), send it to this model (repeatable, in order).",
 )
-@click.option("--api-base", help="OpenAI-compatible endpoint (vLLM, Ollama, ...); its models go the native way.")
+@click.option(
+    "--api-base",
+    help="OpenAI-compatible endpoint (vLLM, Ollama, ...), an http(s):// URL; its models go the native way.",
+)
 @click.option(
     "--api-key-env",
-    help="Environment variable holding the API key. Default: OPENAI_API_KEY for "
-    "OpenAI-compatible endpoints; LiteLLM's own for other providers.",
+    help="Environment variable holding the API key. Default: OPENAI_API_KEY for OpenAI's own endpoint only "
+    "(another --api-base gets no key unless this names one); LiteLLM's own for other providers.",
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=int,
     default=50,
     show_default=True,
     help="Requests in flight at once, per model.",
 )
-@click.option("--rpm", type=click.FloatRange(min=0, min_open=True), help="Requests per minute, per model.")
-@click.option("--tpm", type=click.FloatRange(min=0, min_open=True), help="Tokens per minute, per model.")
+@click.option("--rpm", type=float, help="Requests per minute, per model.")
+@click.option("--tpm", type=float, help="Tokens per minute, per model.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=float,
     default=120.0,
     show_default=True,
     help="Seconds for one attempt.",
 )
 @click.option(
     "--max-retries",
-    type=click.IntRange(min=0),
+    type=int,
     default=5,
     show_default=True,
     help="Retries of a transient failure (429, 5xx, timeout, dropped connection).",
 )
 @click.option(
     "--deadline",
-    type=click.FloatRange(min=0, min_open=True),
+    type=float,
     default=600.0,
     show_default=True,
     help="Seconds for all attempts at one request together.",
@@ -118,26 +121,26 @@ def main() -> None:
     "--cache",
     "cache_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite response cache: an answer found there costs no request. Several runs may share it.",
+    help="SQLite response cache: an answer found there for the same request costs no request. Runs may share it.",
 )
 @click.option(
-    "--cache-nondeterministic",
+    "--cache-deterministic-only",
     is_flag=True,
-    help="Cache answers sampled above temperature 0 too (by default only temperature 0 is cached).",
+    help="Cache only requests at temperature 0 (by default every request is cached, as it was sent).",
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=float,
     default=10.0,
     show_default=True,
     help="Seconds that requests in flight get to finish after Ctrl-C or SIGTERM.",
 )
 @click.option(
     "--max-cost",
-    type=click.FloatRange(min=0, min_open=True),
+    type=float,
     help="Stop (resumably) before the spend would pass this many USD (in-flight requests count as estimated).",
 )
-@click.option("--max-requests", type=click.IntRange(min=1), help="Stop (resumably) after sending this many requests.")
+@click.option("--max-requests", type=int, help="Stop (resumably) after sending this many requests.")
 @click.option(
     "--price",
     "prices",
@@ -164,16 +167,7 @@ def run_command(**options: Any) -> None:
     filled from the columns; the other columns come back in each result's "row".
     The whole input is checked before anything is sent.
     """
-    from llmgather.errors import Error
-
-    try:
-        code = _run(RunOptions(**options))
-    except KeyboardInterrupt:
-        click.echo("llmgather: interrupted; results written so far are kept.", err=True)
-        code = EXIT_INTERRUPTED
-    except Error as error:
-        code = _report_error(error)
-    _exit_at_once(code)
+    _exit_at_once(_at_the_boundary(lambda: _run(RunOptions(**options))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +192,7 @@ class RunOptions:
     resume: bool
     retry_failed: bool
     cache_path: Path | None
-    cache_nondeterministic: bool
+    cache_deterministic_only: bool
     grace: float
     max_cost: float | None
     max_requests: int | None
@@ -218,97 +212,124 @@ def _exit_at_once(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _report_error(error: Exception) -> int:
-    from llmgather.errors import InputError, RunStopped
+def _at_the_boundary(command: Callable[[], int]) -> int:
+    """The one error boundary: whatever a command raises becomes one line and the exit code from the README.
 
-    click.echo(f"llmgather: error: {error}", err=True)
-    if isinstance(error, RunStopped):
-        return EXIT_STOPPED
-    return EXIT_USAGE if isinstance(error, InputError) else EXIT_FAILURES
+    Our own errors say what to do; an OSError names its file; anything else is a bug of ours, said in one
+    line too (LLMGATHER_DEBUG=1 shows the traceback).
+    """
+    from llmgather.errors import Error, InputError, RunStopped
+
+    try:
+        return command()
+    except KeyboardInterrupt:
+        click.echo("llmgather: interrupted; results written so far are kept.", err=True)
+        return EXIT_INTERRUPTED
+    except Error as error:
+        click.echo(f"llmgather: error: {error}", err=True)
+        if isinstance(error, RunStopped):
+            return EXIT_STOPPED
+        return EXIT_USAGE if isinstance(error, InputError) else EXIT_FAILURES
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        click.echo(f"llmgather: error: {where}{error.strerror or error}", err=True)
+        return EXIT_USAGE
+    except Exception as error:
+        if os.environ.get("LLMGATHER_DEBUG"):
+            raise
+        click.echo(
+            f"llmgather: internal error: {type(error).__name__}: {error} (a bug: please report it;"
+            " LLMGATHER_DEBUG=1 shows where)",
+            err=True,
+        )
+        return EXIT_FAILURES
 
 
 def _run(options: RunOptions) -> int:
     from llmgather import eventloop
-    from llmgather.batch import BatchOptions, run_batch
-    from llmgather.budget import Budget
-    from llmgather.cache import ResponseCache
-    from llmgather.errors import InputError
-    from llmgather.io import ResultWriter, ResumeState, open_input, open_output
+    from llmgather.io import ResumeState, open_input, open_output
 
-    if options.output is None and options.resume:
-        raise InputError("--resume needs the output file to continue: give it with -o")
-    if options.retry_failed and not options.resume:
-        raise InputError("--retry-failed goes with --resume")
+    config = _run_config(options)
     source = open_input(options.input_path, template=_template(options))
-    total = source.check()
-    fallbacks = [_flag_config(model, options) for model in options.fallbacks]
-    configs = [c for c in _model_configs(options) if c.model not in options.fallbacks]
-    if not configs:
-        raise InputError("every model given is a --fallback: which one goes first?")
-    if options.max_cost is not None:
-        _check_priced([*configs, *fallbacks])
-    if options.dry_run:
-        try:
-            _dry_run(source, configs, options)
-        finally:
-            source.discard_spool()
-        return EXIT_OK
-    _check_keys([*configs, *fallbacks])  # after the dry run: estimating needs no key
-    resume = ResumeState()
-    if options.output is not None:
-        resume = open_output(
-            options.output, resume=options.resume, retry_failed=options.retry_failed, overwrite=options.overwrite
-        )
-        if options.resume and not options.quiet:
-            click.echo(_resume_line(resume), err=True)
-    cache = None
-    if options.cache_path is not None:
-        cache = ResponseCache(options.cache_path, nondeterministic=options.cache_nondeterministic)
-    budget = Budget(options.max_cost, options.max_requests) if options.max_cost or options.max_requests else None
-    writer = ResultWriter(options.output, append=True)
-    batch = BatchOptions(
-        resume=resume,
-        fallbacks=fallbacks,
-        cache=cache,
-        budget=budget,
-        grace_s=options.grace,
-        total=max(0, total - resume.done // max(1, len(configs))),
-        progress_mode="quiet" if options.quiet else ("live" if sys.stderr.isatty() else "plain"),
-        on_stopping=lambda message: click.echo(f"llmgather: {message}", err=True),
-    )
     try:
-        outcome = eventloop.run(run_batch(source, configs, writer, batch, sys.stderr))
+        total = source.check()
+        if options.dry_run:
+            _dry_run(source, config)
+            return EXIT_OK
+        config.check_keys()  # after the dry run: estimating needs no key
+        resume = ResumeState()
+        if config.output is not None:
+            resume = open_output(
+                config.output, resume=config.resume, retry_failed=config.retry_failed, overwrite=config.overwrite
+            )
+            if config.resume and not options.quiet:
+                click.echo(_resume_line(resume), err=True)
+        remaining = max(0, total - resume.done // len(config.models))
+        outcome, cache = eventloop.run(_drive(config, source, resume, remaining, options.quiet))
+    finally:
+        source.discard_spool()
+    return _finish(options, config, outcome, cache)
+
+
+async def _drive(
+    config: RunConfig, source: Iterable[Request], resume: ResumeState, total: int, quiet: bool
+) -> tuple[Outcome, ResultCache | None]:
+    """The run on the event loop: the one run path, with this terminal's progress view and signals."""
+    from llmgather.io import ResultWriter
+    from llmgather.progress import Progress
+    from llmgather.runner import Run, Signals
+
+    mode = "quiet" if quiet else ("live" if sys.stderr.isatty() else "plain")
+    writer = ResultWriter(config.output, append=True)
+    try:
+        async with Run(config, on_warning=lambda message: _tell(f"warning: {message}")) as run:
+            fallbacks = frozenset(engine.model for engine in run.fallbacks)
+            async with Progress(run.stats, total, mode=mode, stream=sys.stderr, fallbacks=fallbacks):
+                with Signals(run, config.grace_s, _tell):
+                    return await run.drive(source, writer.write, resume), run.cache
     finally:
         writer.close()
-        source.discard_spool()
-        if cache is not None:
-            cache.close()
-    return _finish(options, outcome, writer.written, cache)
 
 
-def _check_keys(configs: list[ModelConfig]) -> None:
-    from llmgather.errors import InputError
-
-    for c in configs:
-        missing = c.missing_key()
-        if missing is not None:
-            where = c.api_base or "the provider's endpoint"
-            raise InputError(
-                f"no API key for {c.model} at {where}: {missing}."
-                " Set it, or name the variable that holds the key with --api-key-env"
-            )
+def _tell(message: str) -> None:
+    click.echo(f"llmgather: {message}", err=True)
 
 
-def _check_priced(configs: list[ModelConfig]) -> None:
-    """--max-cost with a model of unknown price would spend without limit: refuse before sending."""
-    from llmgather.errors import InputError
+def _run_config(options: RunOptions) -> RunConfig:
+    """The run the flags describe: -m models with the flags' settings, --models tables with their own."""
+    from llmgather.config import ModelConfig, RunConfig, configs_from_tables, read_model_tables
+    from llmgather.pricing import parse_price
 
-    for c in configs:
-        if c.price() is None:
-            raise InputError(
-                f"--max-cost needs the price of {c.model}, which no price table knows:"
-                f" give it with --price {c.model}=USD_PER_MTOK_IN,USD_PER_MTOK_OUT"
-            )
+    flags: dict[str, Any] = {
+        "api_base": options.api_base,
+        "api_key_env": options.api_key_env,
+        "concurrency": options.concurrency,
+        "rpm": options.rpm,
+        "tpm": options.tpm,
+        "timeout": options.timeout,
+        "max_retries": options.max_retries,
+        "deadline": options.deadline,
+        "prices": dict(parse_price(text) for text in options.prices),
+    }
+    path = options.models_file
+    tables = configs_from_tables(path, read_model_tables(path), flags) if path is not None else []
+    by_name = {c.model: c for c in tables}
+    models = [ModelConfig.build(model, **flags) for model in options.models] + tables
+    fallbacks = [by_name.get(model) or ModelConfig.build(model, **flags) for model in options.fallbacks]
+    output = None if options.output is None or str(options.output) == "-" else options.output
+    return RunConfig.build(
+        models,
+        fallbacks=fallbacks,
+        output=output,
+        resume=options.resume,
+        retry_failed=options.retry_failed,
+        overwrite=options.overwrite,
+        cache=options.cache_path,
+        cache_deterministic_only=options.cache_deterministic_only,
+        max_cost=options.max_cost,
+        max_requests=options.max_requests,
+        grace=options.grace,
+    )
 
 
 def _template(options: RunOptions) -> Template | None:
@@ -326,16 +347,16 @@ def _template(options: RunOptions) -> Template | None:
     return None
 
 
-def _dry_run(source: Iterable[Request], configs: list[ModelConfig], options: RunOptions) -> None:
+def _dry_run(source: Iterable[Request], config: RunConfig) -> None:
     from llmgather.io.resume import prepare_resume
     from llmgather.limits.tokens import TokenEstimator
     from llmgather.report import Estimate, dry_run_lines
 
     done = None
-    if options.resume and options.output is not None:
-        done = prepare_resume(options.output, retry_failed=options.retry_failed, repair=False)
+    if config.resume and config.output is not None:
+        done = prepare_resume(config.output, retry_failed=config.retry_failed, repair=False)
     estimator = TokenEstimator()
-    estimates = [Estimate(c.model, prices=c.price()) for c in configs]
+    estimates = [Estimate(c.model, prices=c.price()) for c in config.models]
     for request in source:
         prompt_tokens = estimator.prompt_tokens(request)
         completion_tokens = estimator.expected_completion(request)  # the default guess: nothing is observed
@@ -351,48 +372,6 @@ def _dry_run(source: Iterable[Request], configs: list[ModelConfig], options: Run
         click.echo(line)
 
 
-def _flag_config(model: str, options: RunOptions) -> ModelConfig:
-    """A model driven with the command line's flags."""
-    return _model_configs(options, only=model)[0]
-
-
-def _model_configs(options: RunOptions, only: str | None = None) -> list[ModelConfig]:
-    """One config per model: from -m with the flags, and from --models with each table's own settings."""
-    from llmgather.client import ModelConfig
-    from llmgather.errors import InputError
-    from llmgather.io.models import read_models
-    from llmgather.pricing import parse_price
-
-    prices = dict(parse_price(text) for text in options.prices)
-    flags: dict[str, Any] = {
-        "api_base": options.api_base,
-        "api_key_env": options.api_key_env,
-        "concurrency": options.concurrency,
-        "rpm": options.rpm,
-        "tpm": options.tpm,
-        "timeout": options.timeout,
-        "max_retries": options.max_retries,
-        "deadline": options.deadline,
-    }
-    entries = read_models(options.models_file) if options.models_file else []
-    if only is not None:  # a fallback: its own [[model]] table if it has one, else the flags
-        entries = [entry for entry in entries if entry["name"] == only][:1]
-        if not entries:
-            return [ModelConfig.build(only, **flags, prices=prices)]
-    configs = [ModelConfig.build(model, **flags, prices=prices) for model in options.models if only is None]
-    for entry in entries:
-        settings = {**flags, **{k: v for k, v in entry.items() if k not in ("name", "price")}}
-        own_price = {entry["name"]: tuple(entry["price"])} if "price" in entry else {}
-        configs.append(ModelConfig.build(entry["name"], **settings, prices={**prices, **own_price}))
-    if not configs:
-        raise InputError("no model: give -m MODEL (repeatable) or --models FILE")
-    names = [config.model for config in configs]
-    repeated = next((name for name in names if names.count(name) > 1), None)
-    if repeated is not None:
-        raise InputError(f"model {repeated} is given twice: each model's results are kept apart by its name")
-    return configs
-
-
 def _resume_line(resume: ResumeState) -> str:
     torn = f"; cut off a torn last line ({resume.torn_bytes} bytes)" if resume.torn_bytes else ""
     retried = f"; sending {resume.failed_to_retry} failed ones again" if resume.failed_to_retry else ""
@@ -400,7 +379,7 @@ def _resume_line(resume: ResumeState) -> str:
     return f"llmgather: resuming: {resume.succeeded} already answered{kept}{retried}{torn}"
 
 
-def _finish(options: RunOptions, outcome: BatchOutcome, written: int, cache: ResponseCache | None) -> int:
+def _finish(options: RunOptions, config: RunConfig, outcome: Outcome, cache: ResultCache | None) -> int:
     from llmgather.report import summary_lines
 
     if not options.quiet:
@@ -411,21 +390,26 @@ def _finish(options: RunOptions, outcome: BatchOutcome, written: int, cache: Res
     for stop in outcome.stopped:
         click.echo(f"llmgather: stopped: {stop}", err=True)
     if outcome.interrupted or outcome.stopped:
-        where = f" to {options.output}" if options.output is not None else ""
-        click.echo(f"llmgather: {written} results written this run{where}; the rest were not sent.", err=True)
-        if options.output is not None:
+        where = f" to {config.output}" if config.output is not None else ""
+        cut = f"; {outcome.cut_off} in flight were cut off" if outcome.cut_off else ""
+        click.echo(
+            f"llmgather: {outcome.written} results written this run{where}{cut}; the rest were not sent.", err=True
+        )
+        if config.output is not None:
             click.echo(f"llmgather: to finish, run:\n  {resume_command(sys.argv[1:])}", err=True)
         return EXIT_INTERRUPTED if outcome.interrupted else EXIT_STOPPED
     return EXIT_FAILURES if outcome.failed else EXIT_OK
 
 
-def _cache_line(cache: ResponseCache) -> str:
-    line = f"cache        {cache.hits} hits, {cache.misses} misses"
-    if cache.not_cacheable:
-        line += (
-            f", {cache.not_cacheable} not cacheable (temperature unset or above 0; "
-            "--cache-nondeterministic caches them too)"
-        )
+def _cache_line(cache: ResultCache) -> str:
+    hits, stored = getattr(cache, "hits", 0), getattr(cache, "stored", 0)
+    line = f"cache        {hits} answers from the cache, {stored} stored"
+    skipped = getattr(cache, "skipped", 0)
+    if skipped:
+        line += f", {skipped} not cached (sampled above temperature 0; --cache-deterministic-only is on)"
+    disabled = getattr(cache, "disabled", None)
+    if disabled:
+        line += f"; switched off mid-run: {disabled}"
     return line
 
 
@@ -461,9 +445,13 @@ def cache_stats(path: Path) -> None:
     """How many answers the cache at PATH holds, per model, and its size."""
     from llmgather.cache import ResponseCache, describe
 
-    with ResponseCache(path) as cache:
-        for line in describe(cache.stats()):
-            click.echo(line)
+    def stats() -> int:
+        with ResponseCache(path) as cache:
+            for line in describe(cache.stats()):
+                click.echo(line)
+        return EXIT_OK
+
+    _exit_at_once(_at_the_boundary(stats))
 
 
 @cache_group.command("clear")
@@ -473,9 +461,13 @@ def cache_clear(path: Path, model: str | None) -> None:
     """Remove the answers the cache at PATH holds (all, or one model's)."""
     from llmgather.cache import ResponseCache
 
-    with ResponseCache(path) as cache:
-        removed = cache.clear(model)
-    click.echo(f"removed {removed} answers from {path}")
+    def clear() -> int:
+        with ResponseCache(path) as cache:
+            removed = cache.clear(model)
+        click.echo(f"removed {removed} answers from {path}")
+        return EXIT_OK
+
+    _exit_at_once(_at_the_boundary(clear))
 
 
 @main.command("compare")
@@ -503,17 +495,17 @@ def compare_command(output: Path, fmt: str, expected: str | None, scorer: str | 
     answer (from a CSV or Parquet input), exact-match accuracy. Answers count as the same when they
     match as exact-match scoring sees them (case, surrounding space and final punctuation aside).
     """
-    from llmgather.errors import InputError
     from llmgather.report import compare, load_scorer, render
 
-    try:
+    def show() -> int:
         if str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))  # so that --scorer finds the user's own modules
         loaded = load_scorer(scorer) if scorer else None
         comparison = compare(output, expected=expected, scorer=loaded, answers=answers != "none")
-    except InputError as error:
-        _exit_at_once(_report_error(error))
-    click.echo(render(comparison, fmt, answers), nl=False)
+        click.echo(render(comparison, fmt, answers), nl=False)
+        return EXIT_OK
+
+    _exit_at_once(_at_the_boundary(show))
 
 
 @main.command("report")
@@ -530,11 +522,11 @@ def compare_command(output: Path, fmt: str, expected: str | None, scorer: str | 
 def report_command(output: Path, page: Path) -> None:
     """Write one self-contained HTML page about OUTPUT (a `run` output): the per-model table, latency
     distributions, requests completed over time with 429s and retries marked, and cost per model."""
-    from llmgather.errors import InputError
     from llmgather.report import build_report
 
-    try:
+    def write() -> int:
         page.write_text(build_report(output), encoding="utf-8")
-    except InputError as error:
-        _exit_at_once(_report_error(error))
-    click.echo(f"wrote {page}")
+        click.echo(f"wrote {page}")
+        return EXIT_OK
+
+    _exit_at_once(_at_the_boundary(write))

@@ -28,8 +28,8 @@ class Error(Exception):
     """Base of every error llmgather raises."""
 
 
-class InputError(Error):
-    """Bad input or usage, found before anything was sent."""
+class InputError(Error, ValueError):
+    """Bad input or usage, found before anything was sent (a ValueError too, as Python expects of bad arguments)."""
 
     def __init__(self, message: str, *, source: str = "") -> None:
         super().__init__(f"{source}: {message}" if source else message)

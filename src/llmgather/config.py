@@ -1,0 +1,366 @@
+"""The one configuration boundary: every option checked once, before anything is sent.
+
+Flags, `--models` TOML tables and Python keywords all come through `ModelConfig.build` and `RunConfig.build`,
+so a bad value gets the same `InputError` (exit 2 at the command line) with the same message whichever way it
+came in: NaN, infinity or a negative limit, an endpoint without a scheme, a provider nobody knows, a key with
+a carriage return on its end.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from llmgather.errors import InputError
+from llmgather.limits import Limits
+from llmgather.litellm_files import litellm_file
+from llmgather.pricing import Prices, price_of
+from llmgather.retry import RetryPolicy
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+OPENAI_API_BASE = "https://api.openai.com/v1"
+NATIVE_PREFIXES = ("openai/", "hosted_vllm/")
+"""LiteLLM's spellings of "an OpenAI-compatible endpoint": models so named take the native path."""
+
+
+def uses_native_backend(model: str, api_base: str | None) -> bool:
+    """`openai/...`, a bare model name, and any model with an explicit api base go the native way."""
+    return api_base is not None or model.startswith(NATIVE_PREFIXES) or "/" not in model
+
+
+def _number(name: str, value: Any, *, low: float = 0.0, low_open: bool = True, whole: bool = False) -> float:
+    """`value` as a finite number above `low` (or at least it), else an InputError naming `name`."""
+    kind = "a whole number" if whole else "a number"
+    bound = f"above {low:g}" if low_open else f"of at least {low:g}"
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (not whole or isinstance(value, int))
+    if ok and (not math.isfinite(value) or value < low or (low_open and value == low)):
+        ok = False
+    if not ok:
+        raise InputError(f"{name} must be {kind} {bound}, got {json.dumps(value, default=repr)}")
+    return value  # type: ignore[no-any-return]
+
+
+def _optional(name: str, value: Any, **bounds: Any) -> Any:
+    return None if value is None else _number(name, value, **bounds)
+
+
+def check_api_base(api_base: Any) -> str | None:
+    if api_base is None:
+        return None
+    if not isinstance(api_base, str):
+        raise InputError(f"api_base must be a URL, got {json.dumps(api_base, default=repr)}")
+    parts = urlsplit(api_base.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(
+            f"api_base {api_base!r} is not an http(s):// URL: give the endpoint whole, e.g. http://localhost:8000/v1"
+        )
+    return api_base.strip()
+
+
+def check_model_name(model: Any, api_base: str | None) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise InputError(f"a model name must be a non-empty string, got {json.dumps(model, default=repr)}")
+    if api_base is not None or uses_native_backend(model, None):
+        return model  # an endpoint of the user's own serves whatever names it likes
+    provider = model.split("/", 1)[0]
+    known = litellm_providers()
+    if known is None:
+        raise InputError(
+            f"model {model}: {provider!r} is not a provider llmgather serves natively (openai/...),"
+            " and the others need LiteLLM: pip install 'llmgather[litellm]'"
+        )
+    if provider not in known:
+        raise InputError(
+            f"model {model}: no provider is called {provider!r} (spell it as LiteLLM does, e.g. openai/gpt-5-mini,"
+            " anthropic/claude-sonnet-4-5; for a server of your own give --api-base)"
+        )
+    return model
+
+
+@functools.cache
+def litellm_providers() -> frozenset[str] | None:
+    """The provider prefixes LiteLLM routes, read from the files it ships (importing it takes seconds);
+    None without LiteLLM."""
+    providers: set[str] = set()
+    for name in ("provider_endpoints_support_backup.json", "model_prices_and_context_window_backup.json"):
+        path = litellm_file(name)
+        if path is None:
+            continue
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(document.get("providers"), dict):
+            providers.update(document["providers"])
+        providers.update(
+            entry["litellm_provider"]
+            for entry in document.values()
+            if isinstance(entry, dict) and isinstance(entry.get("litellm_provider"), str)
+        )
+    return frozenset(providers) if providers else None
+
+
+def check_key(key: str | None, where: str) -> str | None:
+    if key is not None and any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise InputError(
+            f"the API key in {where} contains a control character (a CRLF .env file leaves a \\r on its end): remove it"
+        )
+    return key
+
+
+def check_prices(prices: Mapping[str, Any] | None) -> dict[str, Prices]:
+    checked: dict[str, Prices] = {}
+    for model, price in (prices or {}).items():
+        if not isinstance(price, list | tuple) or len(price) != 2:
+            raise InputError(f"the price of {model} must be [prompt, completion] in USD per million tokens")
+        prompt = _number(f"the prompt price of {model}", price[0], low_open=False)
+        completion = _number(f"the completion price of {model}", price[1], low_open=False)
+        checked[model] = (float(prompt), float(completion))
+    return checked
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Everything needed to drive one model at one endpoint, checked."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    limits: Limits = field(default_factory=Limits)
+    timeout_s: float = 120.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    prices: Mapping[str, Prices] = field(default_factory=dict)
+    """Prices the user gave (USD per million tokens), by model; they win over any table."""
+    api_key_env: str | None = None
+    """The variable the user named for the key, if any."""
+
+    @classmethod
+    def build(
+        cls,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        concurrency: int = 50,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 5,
+        deadline: float | None = 600.0,
+        prices: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> ModelConfig:
+        """Check every setting and find the key. The key goes only where it belongs: OPENAI_API_KEY to
+        OpenAI's own endpoint; any other endpoint gets a key only from `api_key` or a named `api_key_env`."""
+        api_base = check_api_base(api_base)
+        model = check_model_name(model, api_base)
+        if api_key_env is not None and (not isinstance(api_key_env, str) or not api_key_env):
+            raise InputError(f"api_key_env must name an environment variable, got {api_key_env!r}")
+        if api_key is None:
+            env = api_key_env or (DEFAULT_KEY_ENV if _is_openai(model, api_base) else None)
+            api_key = ((environ or os.environ).get(env) or None) if env else None  # set but empty is unset
+            check_key(api_key, env or "")
+        else:
+            check_key(api_key, "api_key")
+        limits = Limits(
+            concurrency=int(_number("concurrency", concurrency, low=1, low_open=False, whole=True)),
+            rpm=_optional("rpm", rpm),
+            tpm=_optional("tpm", tpm),
+        )
+        retry = RetryPolicy(
+            max_retries=int(_number("max_retries", max_retries, low_open=False, whole=True)),
+            deadline_s=_optional("deadline", deadline),
+        )
+        return cls(
+            model=model,
+            api_base=api_base,
+            api_key=api_key,
+            limits=limits,
+            timeout_s=_number("timeout", timeout),
+            retry=retry,
+            prices=check_prices(prices),
+            api_key_env=api_key_env,
+        )
+
+    def price(self) -> Prices | None:
+        """USD per million prompt and completion tokens, if known. At the user's own endpoint only their
+        prices and the bundled table count: LiteLLM's map prices the provider's endpoints."""
+        return price_of(self.model, self.prices, provider_endpoint=self.api_base is None)
+
+    def missing_key(self) -> str | None:
+        """Why no request could authenticate, found before any is sent; None when one may.
+
+        A local server (any `api_base`) often needs no key, and LiteLLM's providers read their own."""
+        if self.api_key is not None:
+            return None
+        if self.api_key_env is not None:
+            return f"{self.api_key_env} is not set"
+        if _is_openai(self.model, self.api_base):
+            return f"{DEFAULT_KEY_ENV} is not set"
+        return None
+
+    def check_key(self) -> None:
+        missing = self.missing_key()
+        if missing is not None:
+            where = self.api_base or "the provider's endpoint"
+            raise InputError(
+                f"no API key for {self.model} at {where}: {missing}."
+                " Set it, or name the variable that holds the key with --api-key-env (api_key_env=)"
+            )
+
+    def check_priced(self) -> None:
+        """A cost budget with a model of unknown price would spend without limit: refused before sending."""
+        if self.price() is None:
+            raise InputError(
+                f"max_cost needs the price of {self.model}, which no price table knows:"
+                f" give it with --price {self.model}=USD_PER_MTOK_IN,USD_PER_MTOK_OUT"
+                f" (prices={{{self.model!r}: (usd_per_mtok_in, usd_per_mtok_out)}})"
+            )
+
+
+def _is_openai(model: str, api_base: str | None) -> bool:
+    """OpenAI's own endpoint: the only one that OPENAI_API_KEY is sent to unasked."""
+    if api_base is None:
+        return uses_native_backend(model, None)
+    return urlsplit(api_base).hostname == urlsplit(OPENAI_API_BASE).hostname
+
+
+# -- the --models TOML file ---------------------------------------------------------------------------
+
+_TOML_KEYS = frozenset(
+    {"name", "api_base", "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_retries", "deadline", "price"}
+)
+
+
+def read_model_tables(path: Path) -> list[dict[str, Any]]:
+    """The `[[model]]` tables of a `--models` file: each a table with a name and only known keys. Their
+    values are checked by `ModelConfig.build`, as flags and keywords are.
+
+        [[model]]
+        name = "openai/llama-3.1-8b"
+        api_base = "http://localhost:8000/v1"
+        concurrency = 100
+        price = [0.0, 0.0]          # USD per million prompt and completion tokens
+    """
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read it: {getattr(exc, 'strerror', None) or exc}", source=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"not valid TOML ({exc})", source=str(path)) from None
+    tables = document.get("model")
+    if not isinstance(tables, list) or not tables:
+        raise InputError("expected one or more [[model]] tables", source=str(path))
+    for number, table in enumerate(tables, start=1):
+        where = f"{path}: [[model]] number {number}"
+        if not isinstance(table, dict):
+            raise InputError("is not a table", source=where)
+        unknown = sorted(set(table) - _TOML_KEYS)
+        if unknown:
+            raise InputError(f"unknown setting {unknown[0]!r} (known: {', '.join(sorted(_TOML_KEYS))})", source=where)
+        if "name" not in table:
+            raise InputError("has no name", source=where)
+    return tables
+
+
+def configs_from_tables(path: Path, tables: Sequence[dict[str, Any]], defaults: Mapping[str, Any]) -> list[ModelConfig]:
+    """One config per table, its own settings over `defaults` (the flags); errors name the table."""
+    configs = []
+    for number, table in enumerate(tables, start=1):
+        settings = {**defaults, **{k: v for k, v in table.items() if k not in ("name", "price")}}
+        prices = dict(settings.pop("prices", None) or {})
+        if "price" in table:
+            prices[str(table["name"])] = table["price"]
+        try:
+            configs.append(ModelConfig.build(table["name"], **settings, prices=prices))
+        except InputError as error:
+            raise InputError(str(error), source=f"{path}: [[model]] number {number}") from None
+    return configs
+
+
+# -- the run ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """One run, checked: the models (each request goes to every one), the fallbacks, the output and the
+    spending limits. The command line and the Python API both build one and hand it to `llmgather.run`."""
+
+    models: tuple[ModelConfig, ...]
+    fallbacks: tuple[ModelConfig, ...] = ()
+    output: Path | None = None
+    resume: bool = False
+    retry_failed: bool = False
+    overwrite: bool = False
+    cache: Path | None = None
+    cache_deterministic_only: bool = False
+    max_cost: float | None = None
+    max_requests: int | None = None
+    grace_s: float = 10.0
+
+    @classmethod
+    def build(
+        cls,
+        models: Sequence[ModelConfig],
+        *,
+        fallbacks: Sequence[ModelConfig] = (),
+        output: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        retry_failed: bool = False,
+        overwrite: bool = False,
+        cache: str | os.PathLike[str] | None = None,
+        cache_deterministic_only: bool = False,
+        max_cost: float | None = None,
+        max_requests: int | None = None,
+        grace: float = 10.0,
+    ) -> RunConfig:
+        fallback_names = {c.model for c in fallbacks}
+        firsts = tuple(c for c in models if c.model not in fallback_names)
+        if not models:
+            raise InputError("no model: give -m MODEL (repeatable) or --models FILE (model= in Python)")
+        if not firsts:
+            raise InputError("every model given is a fallback: which one goes first?")
+        names = [c.model for c in firsts]
+        repeated = next((name for name in names if names.count(name) > 1), None)
+        if repeated is not None:
+            raise InputError(f"model {repeated} is given twice: each model's results are kept apart by its name")
+        if resume and overwrite:
+            raise InputError("--resume continues the output and --overwrite replaces it: choose one")
+        if retry_failed and not resume:
+            raise InputError("--retry-failed goes with --resume")
+        if resume and output is None:
+            raise InputError("--resume needs the output file to continue: give it with -o (output=)")
+        config = cls(
+            models=firsts,
+            fallbacks=tuple(fallbacks),
+            output=Path(output) if output is not None else None,
+            resume=resume,
+            retry_failed=retry_failed,
+            overwrite=overwrite,
+            cache=Path(cache) if cache is not None else None,
+            cache_deterministic_only=cache_deterministic_only,
+            max_cost=_optional("max_cost", max_cost),
+            max_requests=_optional("max_requests", max_requests, low=1, low_open=False, whole=True),
+            grace_s=_number("grace", grace, low_open=False),
+        )
+        if config.max_cost is not None:
+            for c in config.everyone:
+                c.check_priced()
+        return config
+
+    @property
+    def everyone(self) -> tuple[ModelConfig, ...]:
+        return (*self.models, *self.fallbacks)
+
+    def check_keys(self) -> None:
+        for c in self.everyone:
+            c.check_key()

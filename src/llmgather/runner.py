@@ -1,0 +1,292 @@
+"""The one run path: models x requests -> engines -> one sink. The command line, `llmgather.run`, `gather` and
+`Client` all go through `Run`, so that fan-out, fallbacks, resume, the cache, the budget and stopping behave
+the same whichever way a run was started.
+
+    async with Run(config) as run:                      # engines for every model and fallback, one cache, one budget
+        outcome = await run.drive(requests, sink, skip)  # every request to every model; each result to `sink`
+
+`Run` knows nothing of terminals or files: the caller renders `run.stats()` and owns the output. A sink that
+raises `OutputError` (a full disk) stops the run; an input that fails mid-way stops it too; both come back in
+`Outcome.stopped`, resumable, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from llmgather.backends import Backend, make_backend
+from llmgather.budget import Budget
+from llmgather.cache import ResponseCache
+from llmgather.config import ModelConfig, RunConfig
+from llmgather.engine import Engine, EngineStats, ResultCache, StopReason
+from llmgather.errors import InputError, OutputError, RunStopped
+from llmgather.pricing import cost_function
+from llmgather.types import Request, RequestId, Result
+
+Source = Iterable[Request] | AsyncIterable[Request]
+_DONE = object()
+
+
+class Skip(Protocol):
+    """What an earlier run already answered (`io.ResumeState`)."""
+
+    @property
+    def done(self) -> int: ...
+
+    def skips(self, request_id: RequestId, model: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    stats: list[EngineStats]
+    wall_s: float
+    stopped: list[RunStopped]
+    """Why the run ended early (a fatal answer, the budget, the output, the input), one per cause."""
+    interrupted: bool
+    failed: int
+    """Error results written (a request a fallback answered is not one)."""
+    written: int
+    cut_off: int
+    """Requests in flight when the run was cut short (a second signal, the grace ended): not written."""
+
+
+class Run:
+    """Engines for every model and fallback of a `RunConfig`, sharing one cache and one budget."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        cache: ResultCache | None = None,
+        budget: Budget | None = None,
+        backends: Mapping[str, Backend] | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._cache = cache
+        self._own_cache: ResponseCache | None = None
+        self.budget = budget if budget is not None else _budget(config)
+        self._backends = dict(backends or {})
+        self._on_warning = on_warning
+        self.engines: list[Engine] = []
+        self.fallbacks: list[Engine] = []
+        self.stopped: list[RunStopped] = []
+        self._drains: list[asyncio.Task[None]] = []
+        self.cut_off = 0
+
+    async def __aenter__(self) -> Run:
+        if self._cache is None and self.config.cache is not None:
+            self._cache = self._own_cache = open_cache(self.config, self._on_warning)
+        try:
+            self.fallbacks = [self._engine(c) for c in self.config.fallbacks]
+            self.engines = [self._engine(c, self.fallbacks) for c in self.config.models]
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        everyone, self.engines, self.fallbacks = self.everyone, [], []
+        await asyncio.gather(*(e.backend.aclose() for e in everyone), return_exceptions=True)
+        if self._own_cache is not None:
+            self._own_cache.close()
+            self._own_cache = None
+
+    def _engine(self, config: ModelConfig, fallbacks: Sequence[Engine] = ()) -> Engine:
+        backend = self._backends.get(config.model)
+        if backend is None:
+            config.check_key()
+            backend = make_backend(
+                config.model,
+                api_base=config.api_base,
+                api_key=config.api_key,
+                max_connections=config.limits.concurrency,
+            )
+        return Engine(
+            backend,
+            model=config.model,
+            limits=config.limits,
+            retry=config.retry,
+            timeout_s=config.timeout_s,
+            cost=cost_function(config.price()),
+            cache=self._cache,
+            budget=self.budget,
+            fallbacks=fallbacks,
+        )
+
+    @property
+    def everyone(self) -> list[Engine]:
+        return [*self.engines, *self.fallbacks]
+
+    @property
+    def cache(self) -> ResultCache | None:
+        return self._cache
+
+    def stats(self) -> list[EngineStats]:
+        return [engine.stats() for engine in self.everyone]
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def stream(self, source: Source, skip: Skip | None = None) -> AsyncGenerator[Result, None]:
+        """Every request of `source` (less what `skip` holds) to every model, each result as it completes.
+
+        The models run at once, each over its own pass of the source (an async source serves one model
+        only). What stops a model (a fatal answer, the budget, the input failing) is kept in `stopped`, and the
+        first such stop is raised once every model is done; `cancel()` ends the stream at once.
+        """
+        if isinstance(source, AsyncIterable) and len(self.engines) > 1:
+            raise InputError("an async source of requests can be read once, so it serves one model only")
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        # Results waiting for the consumer are bounded: with no room the engines wait, and so does their input.
+        room = asyncio.Semaphore(sum(engine.limits.concurrency for engine in self.engines))
+        self._drains = [asyncio.create_task(self._drain(e, source, skip, queue, room)) for e in self.engines]
+        remaining = len(self._drains)
+        try:
+            while remaining:
+                item = await queue.get()
+                if item is _DONE:
+                    remaining -= 1
+                    continue
+                room.release()
+                assert isinstance(item, Result)
+                yield item
+        finally:
+            for task in self._drains:
+                task.cancel()
+            await asyncio.gather(*self._drains, return_exceptions=True)
+        if self.stopped:
+            raise self.stopped[0]
+
+    async def _drain(
+        self,
+        engine: Engine,
+        source: Source,
+        skip: Skip | None,
+        queue: asyncio.Queue[object],
+        room: asyncio.Semaphore,
+    ) -> None:
+        try:
+            results = engine.results(_not_done(source, engine.model, skip))
+            try:
+                async for result in results:
+                    await room.acquire()
+                    queue.put_nowait(result)
+            finally:
+                await results.aclose()
+        except RunStopped as stop:
+            if engine.stop_reason != StopReason.SIGNAL:  # a signal is reported as such, not as a stop
+                self.stopped.append(stop)
+        except InputError as error:  # the input changed or broke under the run: stop every model alike
+            self.stop(StopReason.INPUT)
+            self.stopped.append(RunStopped(f"the input failed during the run: {error}", cause=error))
+        finally:
+            queue.put_nowait(_DONE)
+
+    async def drive(
+        self, source: Iterable[Request], sink: Callable[[Result], None], skip: Skip | None = None
+    ) -> Outcome:
+        """Run `source` through every model, handing each result to `sink` (which writes it) at once."""
+        started = time.monotonic()
+        failed = written = 0
+        stream = self.stream(source, skip)
+        try:
+            async for result in stream:
+                try:
+                    sink(result)
+                except OutputError as error:
+                    self.stop(StopReason.OUTPUT)
+                    self.stopped.append(error)
+                    self.cut_off += sum(engine.stats().in_flight for engine in self.everyone)
+                    break
+                written += 1
+                failed += not result.ok
+        except RunStopped:
+            pass  # kept in `stopped`, for the outcome
+        finally:
+            await stream.aclose()
+        interrupted = any(engine.stop_reason == StopReason.SIGNAL for engine in self.everyone)
+        wall_s = time.monotonic() - started
+        return Outcome(self.stats(), wall_s, list(self.stopped), interrupted, failed, written, self.cut_off)
+
+    def stop(self, reason: StopReason) -> None:
+        """Admit nothing more; what is in flight finishes."""
+        for engine in self.everyone:
+            engine.stop(reason)
+
+    def cancel(self) -> int:
+        """End the run at once; returns how many requests in flight were cut off (a resume sends them)."""
+        in_flight = sum(engine.stats().in_flight for engine in self.everyone)
+        self.cut_off += in_flight
+        for task in self._drains:
+            task.cancel()
+        return in_flight
+
+
+def _budget(config: RunConfig) -> Budget | None:
+    if config.max_cost is None and config.max_requests is None:
+        return None
+    return Budget(config.max_cost, config.max_requests)
+
+
+def open_cache(config: RunConfig, on_warning: Callable[[str], None] | None = None) -> ResponseCache | None:
+    if config.cache is None:
+        return None
+    return ResponseCache(config.cache, deterministic_only=config.cache_deterministic_only, on_warning=on_warning)
+
+
+def _not_done(source: Source, model: str, skip: Skip | None) -> Source:
+    if skip is None or not skip.done or isinstance(source, AsyncIterable):
+        return source
+    return (request for request in source if not skip.skips(request.id, model))
+
+
+class Signals:
+    """SIGINT and SIGTERM while a run lasts: the first stops it gently (what is in flight finishes for the
+    grace); a second, or the grace ending, cuts it off at once and says how many requests that cut."""
+
+    def __init__(self, run: Run, grace_s: float, tell: Callable[[str], None]) -> None:
+        self._run = run
+        self._grace_s = grace_s
+        self._tell = tell
+        self._loop = asyncio.get_running_loop()
+        self._grace: asyncio.TimerHandle | None = None
+        self.received = 0
+
+    def __enter__(self) -> Signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._loop.add_signal_handler(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._loop.remove_signal_handler(sig)
+        if self._grace is not None:
+            self._grace.cancel()
+
+    def _on_signal(self) -> None:
+        self.received += 1
+        if self.received > 1:
+            self._cut_off("stopping now")
+            return
+        in_flight = sum(engine.stats().in_flight for engine in self._run.everyone)
+        self._run.stop(StopReason.SIGNAL)
+        self._tell(
+            f"stopping: letting {in_flight} requests in flight finish (up to {self._grace_s:g} s); "
+            "press Ctrl-C again to stop at once"
+        )
+        self._grace = self._loop.call_later(self._grace_s, self._cut_off, "the grace period is over")
+
+    def _cut_off(self, why: str) -> None:
+        cut = self._run.cancel()
+        self._tell(f"{why}: {cut} requests in flight cut off, unwritten; a resume sends them again")

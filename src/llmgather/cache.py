@@ -1,8 +1,15 @@
 """The response cache: SQLite in WAL mode, so that several runs (processes) can share one file.
 
-The key is a hash of everything that changes the answer: the model, the endpoint and the request's
-messages and parameters, canonically encoded. The API key is not part of it and is never stored. A
-request sampled above temperature 0 may answer differently each time, so it is cached only when asked.
+The key is a versioned hash of everything that changes the answer: the model, the endpoint and
+`Request.canonical()`. The API key is not part of it and is never stored. Every request is cached, as
+the user sent it; `deterministic_only` keeps to temperature 0, the one setting that asks for the same
+answer every time.
+
+The cache never costs an answer. A file that cannot serve as a cache is refused when it is opened
+(`InputError`, naming it). Once a run is going, `get` and `put` never raise: corruption or a failing disk
+disables the cache with one warning, and the run goes on. The engine calls them from the event loop, so
+SQLite never waits there for long: reads have a short busy timeout (a locked read is a miss), and writes
+are buffered and flushed in batches; a flush that meets a lock is tried again at the next one.
 """
 
 from __future__ import annotations
@@ -13,24 +20,40 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmgather.errors import InputError
 from llmgather.types import Request, Result, Usage
 
-# Parameters that change how an answer arrives, not what it says.
-_NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "store", "timeout", "request_timeout"})
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    key TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    created REAL NOT NULL,
-    content TEXT,
-    usage TEXT,
-    finish_reason TEXT
+KEY_VERSION = "v2"
+"""Leads every key: a change of key scheme changes it, so an old key can never serve a new request."""
+
+# Named and append-only: a file records the names it has applied, and only the rest are run. Never edit
+# or reorder one that has shipped; add the next step at the end.
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "001_responses",
+        """CREATE TABLE IF NOT EXISTS responses (
+            key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            created REAL NOT NULL,
+            content TEXT,
+            usage TEXT,
+            finish_reason TEXT
+        )""",
+    ),
+    # Keys written before the version tag can never be looked up again: they only take room and counts.
+    ("002_drop_unversioned_keys", "DELETE FROM responses WHERE instr(key, ':') = 0"),
 )
-"""
+
+_OPEN_TIMEOUT_S = 5.0  # once, before the run: another process may be migrating the same file
+_RUN_BUSY_MS = 25  # the longest a get or a flush may hold up the event loop waiting for a lock
+_MAX_PENDING = 10_000  # answers held back by a lock that will not lift: then the cache gives up
+
+_Row = tuple[str, str, float, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +65,8 @@ class CacheStats:
 
 
 def cache_key(model: str, endpoint: str, request: Request) -> str:
-    params = {k: v for k, v in request.params.items() if k not in _NOT_IN_KEY}
-    canonical = json.dumps(
-        {"model": model, "endpoint": endpoint, "messages": request.messages, "params": params},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=str,
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    head = json.dumps([model, endpoint], ensure_ascii=False, separators=(",", ":"))
+    return f"{KEY_VERSION}:{hashlib.sha256((head + request.canonical()).encode()).hexdigest()}"
 
 
 def is_deterministic(request: Request) -> bool:
@@ -60,65 +76,105 @@ def is_deterministic(request: Request) -> bool:
 
 
 class ResponseCache:
-    """Answers kept by request. Implements the engine's `ResultCache`."""
+    """Answers kept by request. Implements the engine's `ResultCache`.
 
-    def __init__(self, path: str | os.PathLike[str], *, nondeterministic: bool = False) -> None:
+    Counters for the summary: `hits`, `misses`, `stored` (answers written to the file), `skipped` (not
+    cacheable under `deterministic_only`) and `disabled` (why the cache stopped, if it did).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        deterministic_only: bool = False,
+        on_warning: Callable[[str], None] | None = None,
+        flush_every: int = 100,
+        flush_interval_s: float = 0.5,
+        close_timeout_s: float = 3.0,
+    ) -> None:
         self.path = Path(path)
-        self.nondeterministic = nondeterministic
-        self._db = _connect(self.path)
+        self.deterministic_only = deterministic_only
         self.hits = 0
         self.misses = 0
-        self.not_cacheable = 0
+        self.stored = 0
+        self.skipped = 0
+        self.disabled: str | None = None
+        self._on_warning = on_warning
+        self._flush_every = flush_every
+        self._flush_interval_s = flush_interval_s
+        self._close_timeout_s = close_timeout_s
+        self._pending: dict[str, _Row] = {}
+        self._last_flush = time.monotonic()
+        self._held_up = False  # the last flush met a lock
+        self._db: sqlite3.Connection | None = _open(self.path)
 
     def get(self, model: str, endpoint: str, request: Request) -> Result | None:
-        if not (self.nondeterministic or is_deterministic(request)):
-            self.not_cacheable += 1
+        if self._db is None or self.disabled is not None:
             return None
-        row = self._db.execute(
-            "SELECT content, usage, finish_reason FROM responses WHERE key = ?", (cache_key(model, endpoint, request),)
-        ).fetchone()
+        if self.deterministic_only and not is_deterministic(request):
+            self.skipped += 1
+            return None
+        key = cache_key(model, endpoint, request)
+        row = self._pending.get(key)
         if row is None:
+            row = self._read(self._db, key)
+        hit = _result(request, model, row) if row is not None else None
+        if hit is None:
             self.misses += 1
-            return None
-        self.hits += 1
-        content, usage, finish_reason = row
-        return Result(
-            id=request.id,
-            model=model,
-            content=content,
-            usage=Usage(**json.loads(usage)) if usage else None,
-            attempts=0,
-            cost_usd=0.0,
-            finish_reason=finish_reason,
-            cached=True,
-        )
+        else:
+            self.hits += 1
+        return hit
 
     def put(self, model: str, endpoint: str, request: Request, result: Result) -> None:
-        if not result.ok or not (self.nondeterministic or is_deterministic(request)):
+        if self._db is None or self.disabled is not None or not result.ok:
             return
+        if self.deterministic_only and not is_deterministic(request):
+            return
+        key = cache_key(model, endpoint, request)
         usage = json.dumps(result.usage.to_dict()) if result.usage is not None else None
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
-                (cache_key(model, endpoint, request), model, time.time(), result.content, usage, result.finish_reason),
-            )
+        self._pending[key] = (key, model, time.time(), result.content, usage, result.finish_reason)
+        # After a flush that met a lock, wait out the interval: a lock that holds must not cost every put.
+        due = time.monotonic() - self._last_flush >= self._flush_interval_s
+        if due or (len(self._pending) >= self._flush_every and not self._held_up):
+            self._flush(self._db)
 
     def stats(self) -> CacheStats:
-        rows = self._db.execute("SELECT model, count(*) FROM responses GROUP BY model ORDER BY model").fetchall()
+        db = self._usable()
+        try:
+            with _patience(db, self._close_timeout_s):
+                self._flush(db)
+                rows = db.execute("SELECT model, count(*) FROM responses GROUP BY model ORDER BY model").fetchall()
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from exc
         size = sum(p.stat().st_size for p in _files(self.path) if p.exists())
         return CacheStats(self.path, sum(n for _, n in rows), size, dict(rows))
 
     def clear(self, model: str | None = None) -> int:
-        with self._db:
-            if model is None:
-                removed = self._db.execute("DELETE FROM responses").rowcount
-            else:
-                removed = self._db.execute("DELETE FROM responses WHERE model = ?", (model,)).rowcount
-        self._db.execute("VACUUM")
+        db = self._usable()
+        try:
+            with _patience(db, self._close_timeout_s):
+                self._flush(db)
+                where, args = ("", ()) if model is None else (" WHERE model = ?", (model,))
+                removed = db.execute(f"DELETE FROM responses{where}", args).rowcount
+                _vacuum(db)
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from exc
         return int(removed)
 
     def close(self) -> None:
-        self._db.close()
+        """Store what is still buffered, waiting a few seconds at most for a lock; then let go of the file."""
+        db, self._db = self._db, None
+        if db is None:
+            return
+        try:
+            if self._pending and self.disabled is None:
+                with _patience(db, self._close_timeout_s):
+                    self._flush(db)
+                if self._pending and self.disabled is None:
+                    self._disable(f"still locked by another process after {self._close_timeout_s:g} s")
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
     def __enter__(self) -> ResponseCache:
         return self
@@ -126,19 +182,133 @@ class ResponseCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _read(self, db: sqlite3.Connection, key: str) -> _Row | None:
+        try:
+            row = db.execute(
+                "SELECT key, model, created, content, usage, finish_reason FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            if not _is_lock(exc):
+                self._disable(_cause(exc))
+            return None  # a locked read is a miss
+        return row  # type: ignore[no-any-return]
 
-def _connect(path: Path) -> sqlite3.Connection:
-    # Created 0600 before SQLite opens it: answers may be private. SQLite gives its -wal and -shm files
-    # the database file's permissions.
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
-    _with_retries(lambda: db.execute("PRAGMA journal_mode=WAL"))
-    db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable against a crashed process, which is the risk here
-    _with_retries(lambda: db.execute(_SCHEMA))
+    def _flush(self, db: sqlite3.Connection) -> None:
+        """Write the buffered answers in one transaction. A lock leaves them buffered for the next flush."""
+        self._last_flush = time.monotonic()
+        if not self._pending or self.disabled is not None:
+            return
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)", self._pending.values())
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            self._held_up = _is_lock(exc)
+            if not self._held_up:
+                self._disable(_cause(exc))
+            elif len(self._pending) >= _MAX_PENDING:
+                self._disable(f"locked by another process while {len(self._pending)} answers waited to be stored")
+            return
+        self._held_up = False
+        self.stored += len(self._pending)
+        self._pending.clear()
+
+    def _disable(self, why: str) -> None:
+        self.disabled = why
+        dropped = len(self._pending)
+        self._pending.clear()
+        message = f"{self.path}: response cache off for the rest of the run: {why}" + (
+            f" ({dropped} answers were not stored)" if dropped else ""
+        )
+        if self._on_warning is not None:
+            self._on_warning(message)
+        else:
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    def _usable(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise InputError("the response cache is closed", source=str(self.path))
+        return self._db
+
+
+def _result(request: Request, model: str, row: _Row) -> Result | None:
+    _, _, _, content, usage, finish_reason = row
+    try:
+        kept = Usage(**json.loads(usage)) if usage else None
+    except (ValueError, TypeError):  # a damaged row is a miss, not an answer
+        return None
+    return Result(
+        id=request.id,
+        model=model,
+        content=content,
+        usage=kept,
+        attempts=0,
+        cost_usd=0.0,
+        finish_reason=finish_reason,
+        cached=True,
+    )
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    _create(path)
+    try:
+        db = sqlite3.connect(path, timeout=_OPEN_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _unusable(path, exc) from exc
+    try:
+        _with_retries(lambda: db.execute("PRAGMA journal_mode=WAL"))
+        # In WAL mode: durable against a crashed process, which is the risk here.
+        db.execute("PRAGMA synchronous=NORMAL")
+        _check(db)
+        _with_retries(lambda: _migrate(db))
+        db.execute(f"PRAGMA busy_timeout={_RUN_BUSY_MS}")
+    except sqlite3.Error as exc:
+        db.close()
+        raise _unusable(path, exc) from exc
     return db
+
+
+def _create(path: Path) -> None:
+    """Created 0600 before SQLite opens it: answers may be private. SQLite gives its -wal and -shm files
+    the database file's permissions."""
+    if path.is_dir():
+        raise InputError("is a folder, not a cache file", source=str(path))
+    if not path.parent.is_dir():
+        raise InputError(f"cannot create the cache: folder {path.parent} does not exist", source=str(path))
+    if path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass  # another run created it first
+    except OSError as exc:
+        raise InputError(f"cannot create the cache ({exc.strerror})", source=str(path)) from exc
+
+
+def _check(db: sqlite3.Connection) -> None:
+    """Corruption found now is the user's to fix; found mid-run, it only turns the cache off."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(1)")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")  # two runs opening one new file migrate it once
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+        applied = {name for (name,) in db.execute("SELECT name FROM _migrations")}
+        for name, sql in MIGRATIONS:
+            if name not in applied:
+                db.execute(sql)
+                db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _with_retries(step: Callable[[], object], attempts: int = 50) -> None:
@@ -149,9 +319,55 @@ def _with_retries(step: Callable[[], object], attempts: int = 50) -> None:
             step()
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
+            if not _is_lock(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.02 * (attempt + 1))
+
+
+@contextlib.contextmanager
+def _patience(db: sqlite3.Connection, seconds: float) -> Iterator[None]:
+    """Outside the run (close, stats, clear) a lock may be waited for, a few seconds at most."""
+    db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute(f"PRAGMA busy_timeout={_RUN_BUSY_MS}")
+
+
+def _vacuum(db: sqlite3.Connection) -> None:
+    """Give the room back; a run reading the file at the time keeps it for now, and that is fine."""
+    try:
+        db.execute("VACUUM")
+    except sqlite3.OperationalError as exc:
+        if not _is_lock(exc):
+            raise
+
+
+def _is_lock(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _cause(exc: sqlite3.Error) -> str:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return f"the file is corrupt ({exc})"
+    return str(exc)
+
+
+def _unusable(path: Path, exc: sqlite3.Error) -> InputError:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_NOTADB:
+        why = "not an SQLite database; give the cache a new file name, or move this file away"
+    elif code == sqlite3.SQLITE_CORRUPT or "malformed" in str(exc):
+        why = f"the cache file is corrupt ({exc}); delete it or move it away to start a new cache"
+    elif code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        why = f"cannot write the cache here ({exc}): the file or its folder is read-only"
+    elif _is_lock(exc):
+        why = f"the cache is locked by another process ({exc})"
+    else:
+        why = f"cannot use it as a response cache ({exc})"
+    return InputError(why, source=str(path))
 
 
 def _files(path: Path) -> list[Path]:

@@ -1,6 +1,8 @@
 """What a person sees while a run goes: a live view on a terminal, a plain line every few seconds elsewhere.
 
-It only reads `EngineStats` snapshots; the engines never know it exists.
+It only reads `EngineStats` snapshots; the engines never know it exists. The live view is laid out for
+the width it gets, never cut: the columns that fit stay in the row, most important first, and the rest
+move to a line of their own beneath it; on a narrow terminal the model's name takes a line of its own.
 """
 
 from __future__ import annotations
@@ -8,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
 from llmgather.engine import EngineStats
 from llmgather.limits import LimiterStats
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from rich.console import Console, ConsoleOptions
+    from rich.text import Text
 
 StatsSource = Callable[[], Sequence[EngineStats]]
 RATE_WINDOW_S = 10.0
@@ -46,11 +50,17 @@ def _eta(remaining: int, rate: float) -> str:
     if rate <= 0:
         return "?"
     seconds = int(remaining / rate)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def pace_text(limiter: LimiterStats) -> str:
     """The pace against the limit, per minute: '5,880/6,000 rpm' (pace below the limit after 429s)."""
+    return ", ".join(_pace_parts(limiter)) or "no limit known"
+
+
+def _pace_parts(limiter: LimiterStats) -> list[str]:
     parts = []
     for pace, limit, unit in (
         (limiter.rpm_pace, limiter.rpm_limit, "rpm"),
@@ -60,20 +70,21 @@ def pace_text(limiter: LimiterStats) -> str:
             parts.append(f"{pace or limit:,.0f}/{limit:,.0f} {unit}")
         elif pace is not None:
             parts.append(f"{pace:,.0f} {unit} (learned from 429s)")
-    return ", ".join(parts) if parts else "no limit known"
+    return parts
 
 
-def _notes(stats: EngineStats) -> str:
+def _notes(stats: EngineStats, *, live: bool = False) -> list[str]:
+    """What is unusual now; the live view has a column for the waiting, and groups its digits."""
     notes = []
-    if stats.limiter.waiting:
+    if stats.limiter.waiting and not live:
         notes.append(f"{stats.limiter.waiting} waiting")
     if stats.limiter.cooling_for_s > 0:
         notes.append(f"cooling {stats.limiter.cooling_for_s:.1f}s")
     if stats.circuit_open:
         notes.append("provider failing: probing")
     if stats.cached:
-        notes.append(f"{stats.cached} cached")
-    return "".join(f", {note}" for note in notes)
+        notes.append(f"{stats.cached:,} cached" if live else f"{stats.cached} cached")
+    return notes
 
 
 def plain_line(stats: EngineStats, total: int | None, rates: tuple[float, float]) -> str:
@@ -81,11 +92,213 @@ def plain_line(stats: EngineStats, total: int | None, rates: tuple[float, float]
     per_s, tokens_per_s = rates
     done = f"{stats.done} done as a fallback" if total is None else f"{stats.done}/{total} done"
     eta = "" if total is None else f", ETA {_eta(total - stats.done, per_s)}"
+    notes = "".join(f", {note}" for note in _notes(stats))
     return (
         f"{stats.model}: {done} ({stats.succeeded} ok, {stats.failed} failed), "
-        f"{stats.in_flight} in flight{_notes(stats)}, {per_s:.1f} req/s, {tokens_per_s:.0f} tok/s, "
+        f"{stats.in_flight} in flight{notes}, {per_s:.1f} req/s, {tokens_per_s:.0f} tok/s, "
         f"pace {pace_text(stats.limiter)}, {stats.retries} retries, {stats.rate_limited} 429s{eta}"
     )
+
+
+# -- the live view: cells first, then a layout for the width at hand -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    key: str
+    header: str
+    label: str
+    """How the value is introduced on the line beneath the row, where there is no header."""
+    right: bool = True
+
+
+MODEL, BAR = "model", "bar"
+_COLUMNS = (
+    _Column(MODEL, "model", "", right=False),
+    _Column(BAR, "", "", right=False),
+    _Column("done", "done", "done"),
+    _Column("ok", "ok", "ok"),
+    _Column("failed", "failed", "failed"),
+    _Column("in_flight", "in flight", "in flight"),
+    _Column("waiting", "waiting", "waiting"),
+    _Column("req_s", "req/s", "req/s"),
+    _Column("tok_s", "tok/s", "tok/s"),
+    _Column("retries", "retries", "retries"),
+    _Column("rate_limited", "429s", "429s"),
+    _Column("pace", "pace/limit per min", "pace"),
+    _Column("eta", "ETA", "ETA"),
+)
+_BY_KEY = {column.key: column for column in _COLUMNS}
+_ESSENTIAL = ("done", "failed", "req_s", "eta")
+"""Always in the row, besides the model: how far, what went wrong, how fast, how long still."""
+_OPTIONAL = (BAR, "ok", "in_flight", "rate_limited", "tok_s", "waiting", "retries", "pace")
+"""In the row when they fit, in this order of importance; beneath it otherwise."""
+_GAP = 2
+_SPACE = " " * _GAP
+_INDENT = "  "
+_BAR_WIDTH = 24
+_MIN_BAR_WIDTH = 10
+
+
+@dataclass(slots=True)
+class Row:
+    """One model's cells, as text: the layout only measures and places them."""
+
+    model: str
+    cells: dict[str, str]
+    fraction: float | None
+    """Of the total done, for the bar; None for a fallback, which has no total."""
+    failed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def row_of(stats: EngineStats, total: int | None, rates: tuple[float, float]) -> Row:
+    per_s, tokens_per_s = rates
+    cells = {
+        "done": f"{stats.done:,} (fallback)" if total is None else f"{stats.done:,}/{total:,}",
+        "ok": f"{stats.succeeded:,}",
+        "failed": f"{stats.failed:,}",
+        "in_flight": f"{stats.in_flight:,}",
+        "waiting": f"{stats.limiter.waiting:,}",
+        "req_s": f"{per_s:,.1f}",
+        "tok_s": f"{tokens_per_s:,.0f}",
+        "retries": f"{stats.retries:,}",
+        "rate_limited": f"{stats.rate_limited:,}",
+        "pace": pace_text(stats.limiter),
+        "eta": "" if total is None else _eta(total - stats.done, per_s),
+    }
+    fraction = None if total is None else (stats.done / total if total else 1.0)
+    return Row(stats.model, cells, fraction, failed=stats.failed > 0, notes=_notes(stats, live=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    in_row: tuple[str, ...]
+    """Column keys in the row, in display order (the model's own line aside)."""
+    widths: dict[str, int]
+    name_apart: bool
+    """The model's name on a line of its own, the row beneath it, indented."""
+
+
+class View:
+    """The live view, laid out when rendered, for the width and height the console has then."""
+
+    def __init__(self, rows: Sequence[Row]) -> None:
+        self.rows = list(rows)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
+        width = options.max_width
+        layout = _layout(self.rows, width)
+        details = [list(_packed(_beneath(row, layout), row.notes, width)) for row in self.rows]
+        height = 1 + sum(1 + layout.name_apart + len(lines) for lines in details)
+        if height > (options.height or options.size.height):
+            # Too tall for the screen: the essentials alone, rather than the view cut off at the bottom.
+            details = [list(_packed(_beneath(row, layout, _ESSENTIAL), [], width)) for row in self.rows]
+        if layout.in_row:
+            yield _header(layout)
+        for row, lines in zip(self.rows, details, strict=True):
+            yield from _row_lines(row, layout)
+            yield from lines
+
+
+def _width(row: Row, key: str) -> int:
+    return len(row.model) if key == MODEL else len(row.cells.get(key, ""))
+
+
+def _layout(rows: Sequence[Row], width: int) -> _Layout:
+    """The most that fits in `width`: the essentials, then optional columns in order of importance.
+
+    Where the essentials do not fit beside the model's name, the name goes on a line of its own; where
+    they do not fit even then, every value goes beneath the name, labelled, and there is no row.
+    """
+    widths = {c.key: max([len(c.header), *(_width(r, c.key) for r in rows)]) for c in _COLUMNS if c.key != BAR}
+    essentials = sum(widths[k] + _GAP for k in _ESSENTIAL)
+    name_apart = widths[MODEL] + essentials > width
+    used = (len(_INDENT) - _GAP if name_apart else widths[MODEL]) + essentials
+    if used > width:
+        return _Layout((), widths, name_apart=True)
+    chosen = set(_ESSENTIAL)
+    for key in _OPTIONAL:
+        need = _MIN_BAR_WIDTH if key == BAR else widths[key]
+        if used + _GAP + need <= width:
+            chosen.add(key)
+            used += _GAP + need
+    if BAR in chosen:
+        widths[BAR] = min(_BAR_WIDTH, _MIN_BAR_WIDTH + width - used)
+    keys = tuple(c.key for c in _COLUMNS if c.key in chosen or (c.key == MODEL and not name_apart))
+    return _Layout(keys, widths, name_apart)
+
+
+def _beneath(row: Row, layout: _Layout, only: Sequence[str] | None = None) -> list[str]:
+    """What did not fit in the row, each with its label."""
+    keys = [c.key for c in _COLUMNS if c.key not in layout.in_row and c.key not in (MODEL, BAR)]
+    return [f"{_BY_KEY[key].label} {row.cells[key]}" for key in keys if only is None or key in only]
+
+
+def _header(layout: _Layout) -> Text:
+    from rich.text import Text
+
+    cells = [_place(_BY_KEY[key].header, key, layout) for key in layout.in_row]
+    return Text((_INDENT if layout.name_apart else "") + _SPACE.join(cells), style="bold", no_wrap=True)
+
+
+def _place(text: str, key: str, layout: _Layout) -> str:
+    width = layout.widths[key]
+    return text.rjust(width) if _BY_KEY[key].right else text.ljust(width)
+
+
+def _row_lines(row: Row, layout: _Layout) -> Iterator[Text]:
+    from rich.text import Text
+
+    if layout.name_apart:
+        yield Text(row.model, style="bold", overflow="fold")  # only a name wider than the screen folds
+    if not layout.in_row:
+        return
+    line = Text(_INDENT if layout.name_apart else "", no_wrap=True)
+    for i, key in enumerate(layout.in_row):
+        if i:
+            line.append(_SPACE)
+        if key == BAR:
+            line.append_text(_bar(row.fraction, layout.widths[BAR]))
+        else:
+            style = "red" if key == "failed" and row.failed else ""
+            line.append(_place(row.model if key == MODEL else row.cells[key], key, layout), style=style)
+    yield line
+
+
+def _bar(fraction: float | None, width: int) -> Text:
+    from rich.text import Text
+
+    if fraction is None:
+        return Text(" " * width)
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return Text.assemble(("━" * filled, "bar.complete"), ("━" * (width - filled), "bar.back"))
+
+
+def _packed(fields: list[str], notes: list[str], width: int) -> Iterator[Text]:
+    """Labelled values on as few indented lines as hold them, each whole; notes in yellow."""
+    from rich.text import Text
+
+    room = width - len(_INDENT)
+    pieces = [(piece, "") for text in fields for piece in _pieces(text, room)]
+    line = Text(_INDENT, overflow="fold")
+    for text, style in pieces + [(note, "yellow") for note in notes]:
+        if len(line) > len(_INDENT) and len(line) + _GAP + len(text) > width:
+            yield line
+            line = Text(_INDENT, overflow="fold")
+        if len(line) > len(_INDENT):
+            line.append(_SPACE)
+        line.append(text, style=style)
+    if len(line) > len(_INDENT):
+        yield line
+
+
+def _pieces(text: str, room: int) -> list[str]:
+    """A field longer than a line (the pace, on a narrow screen) breaks after its commas, not mid-number."""
+    if len(text) <= room:
+        return [text]
+    parts = text.split(", ")
+    return [part + "," for part in parts[:-1]] + parts[-1:]
 
 
 class Progress:
@@ -123,12 +336,14 @@ class Progress:
     def _rates_of(self, stats: EngineStats) -> tuple[float, float]:
         return self._rates.setdefault(stats.model, _Rates()).update(stats)
 
+    def _total_of(self, stats: EngineStats) -> int | None:
+        return None if stats.model in self._fallbacks else self._total
+
     async def _plain(self) -> None:
         while True:
             await asyncio.sleep(self._plain_every_s)
             for stats in self._source():
-                total = None if stats.model in self._fallbacks else self._total
-                print(plain_line(stats, total, self._rates_of(stats)), file=self._stream, flush=True)
+                print(plain_line(stats, self._total_of(stats), self._rates_of(stats)), file=self._stream, flush=True)
 
     async def _live(self) -> None:
         from rich.console import Console
@@ -143,46 +358,5 @@ class Progress:
             finally:
                 live.update(self._render())
 
-    def _render(self) -> Table:
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
-
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in (
-            "model",
-            "",
-            "done",
-            "ok",
-            "failed",
-            "in flight",
-            "waiting",
-            "req/s",
-            "tok/s",
-            "retries",
-            "429s",
-            "pace/limit per min",
-            "ETA",
-        ):
-            table.add_column(column, justify="left" if column in ("model", "") else "right")
-        for stats in self._source():
-            per_s, tokens_per_s = self._rates_of(stats)
-            cooling = f" (cool {stats.limiter.cooling_for_s:.1f}s)" if stats.limiter.cooling_for_s > 0 else ""
-            if stats.circuit_open:
-                cooling += " [yellow]provider failing: probing[/]"
-            fallback = stats.model in self._fallbacks
-            table.add_row(
-                stats.model,
-                "(fallback)" if fallback else ProgressBar(total=self._total, completed=stats.done, width=24),
-                str(stats.done) if fallback else f"{stats.done}/{self._total}",
-                str(stats.succeeded),
-                f"[red]{stats.failed}[/]" if stats.failed else "0",
-                str(stats.in_flight),
-                str(stats.limiter.waiting),
-                f"{per_s:.1f}",
-                f"{tokens_per_s:.0f}",
-                str(stats.retries),
-                f"{stats.rate_limited}{cooling}",
-                pace_text(stats.limiter),
-                "" if fallback else _eta(self._total - stats.done, per_s),
-            )
-        return table
+    def _render(self) -> View:
+        return View([row_of(stats, self._total_of(stats), self._rates_of(stats)) for stats in self._source()])

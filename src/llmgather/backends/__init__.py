@@ -5,6 +5,7 @@ from __future__ import annotations
 from llmgather.backends.base import Backend
 from llmgather.backends.function import FunctionBackend
 from llmgather.backends.openai import ROUTE_PREFIXES, OpenAIBackend
+from llmgather.backends.redact import redact
 
 
 def uses_native_backend(model: str, api_base: str | None) -> bool:
@@ -20,4 +21,4 @@ def make_backend(model: str, *, api_base: str | None, api_key: str | None, max_c
     return LiteLLMBackend(model, api_key=api_key)
 
 
-__all__ = ["Backend", "FunctionBackend", "OpenAIBackend", "make_backend", "uses_native_backend"]
+__all__ = ["Backend", "FunctionBackend", "OpenAIBackend", "make_backend", "redact", "uses_native_backend"]

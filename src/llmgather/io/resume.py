@@ -9,56 +9,119 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llmgather.errors import InputError
-from llmgather.types import Result
+from llmgather.types import Request, RequestId, Result
 
-ResultKey = tuple[Hashable, str]
-"""(id, model): one request to one model; what resume and the output count once."""
+_FIRST_LINE_LIMIT = 16 << 20
+"""Enough of a file's first line to tell whether it is a result line."""
+_OFFSET_BITS = 48
+"""Up to 256 TB of output: enough room for a line's offset in the packed entry."""
 
 
 @dataclass(slots=True)
 class ResumeState:
-    kept: dict[str, dict[Hashable, int]] = field(default_factory=dict)
-    """What is already answered and kept, not to be sent again: model -> id -> its line's offset × 2, + 1 if
-    it succeeded. (Nested and packed, not tuples: this holds an entry for every result, maybe millions.)"""
+    kept: dict[str, dict[RequestId, int]] = field(default_factory=dict)
+    """What is already answered and kept, not to be sent again: model -> id -> one packed int,
+    `digest << 50 | offset << 2 | has_digest << 1 | succeeded`, where `offset` is where its line starts and
+    `digest` is the request's (`Request.digest()`). Nested and packed, not tuples or strings: this holds an
+    entry for every result, maybe millions."""
     succeeded: int = 0
     failed_kept: int = 0
     """Error results kept as final (without --retry-failed)."""
     failed_to_retry: int = 0
     torn_bytes: int = 0
     """Bytes of a torn last line cut off."""
+    path: Path | None = None
+    """The output these results were read from (for messages)."""
 
     @property
     def done(self) -> int:
         return sum(len(ids) for ids in self.kept.values())
 
-    def skips(self, request_id: Hashable, model: str) -> bool:
+    def skips(self, request_id: RequestId, model: str) -> bool:
         ids = self.kept.get(model)
         return ids is not None and request_id in ids
 
+    def mismatch(self, request: Request, model: str) -> bool:
+        """True when this (id, model) was answered for a different request than `request`: the input changed.
 
-def open_output(path: Path, *, resume: bool, retry_failed: bool = False, overwrite: bool = False) -> ResumeState:
-    """Make `path` ready to append this run's results to; say what an earlier run already did.
+        Lines written before results carried a digest never mismatch."""
+        ids = self.kept.get(model)
+        packed = ids.get(request.id) if ids is not None else None
+        if packed is None or not packed & 2:
+            return False
+        return packed >> (_OFFSET_BITS + 2) != int(request.digest(), 16)
 
-    Never clobbers silently: an output that holds results is continued (`resume`) or replaced (`overwrite`).
-    """
-    if resume and overwrite:
-        raise InputError("--resume continues the output and --overwrite replaces it: choose one")
-    if resume:
-        return prepare_resume(path, retry_failed=retry_failed)
-    if path.exists() and path.stat().st_size > 0 and not overwrite:
+    def mismatch_message(self, request: Request, model: str) -> str:
+        """One line for a refused resume: which input line, which output line, and what to do."""
+        where = f"{request.source}: " if request.source else ""
+        answered = self._line_of(request.id, model)
+        if _numbered(request):
+            advice = (
+                "the input changed since that run (lines added, removed or edited?). "
+                'Give each line an "id", or start over with --overwrite'
+            )
+        else:
+            advice = (
+                "that request was edited since that run: restore it, or delete that output line to send it "
+                "again, or start over with --overwrite"
+            )
+        return f"{where}id {json.dumps(request.id)} was answered in {answered} for a different request; {advice}."
+
+    def _line_of(self, request_id: RequestId, model: str) -> str:
+        """`out.jsonl:N` for the kept line of (id, model), found again by reading the file: this is asked once,
+        when a run is refused, so no line number is kept for every result."""
+        if self.path is None:
+            return "the output"
+        found = 0
+        try:
+            with self.path.open("rb") as file:
+                for number, line in enumerate(file, start=1):
+                    if request_id_text(request_id) in line and line.endswith(b"\n"):
+                        record = json.loads(line)
+                        same = type(record.get("id")) is type(request_id) and record.get("id") == request_id
+                        found = number if same and record.get("model") == model else found
+        except (OSError, ValueError):
+            found = 0
+        return f"{self.path}:{found}" if found else str(self.path)
+
+
+def request_id_text(request_id: RequestId) -> bytes:
+    """What a line holding this id must contain (a cheap filter before parsing it)."""
+    return json.dumps(request_id, ensure_ascii=False).encode()
+
+
+def _numbered(request: Request) -> bool:
+    """Whether the id is the request's place (a line number, an index) rather than one the input gives."""
+    number = request.id
+    if isinstance(number, bool) or not isinstance(number, int):
+        return False
+    return request.source in ("", f"item {number}") or request.source.endswith(f":{number}")
+
+
+def check_fresh(path: Path, *, overwrite: bool) -> None:
+    """Refuse to start a run over an output that holds something, unless told to replace it."""
+    if overwrite or not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as file:
+        first = file.readline(_FIRST_LINE_LIMIT)
+    if _result_record(first) is None:
         raise InputError(
-            f"{path} already holds results: add --resume to finish that run (with --retry-failed to send "
-            "its failed requests again), or --overwrite to start over"
+            f"{path} exists and is not an llmgather output: give -o a new file "
+            "(--overwrite would replace what it holds)"
         )
-    path.write_bytes(b"")
-    return ResumeState()
+    raise InputError(
+        f"{path} already holds results: add --resume to finish that run (with --retry-failed to send "
+        "its failed requests again), or --overwrite to start over"
+    )
 
 
 def read_results(path: Path) -> Iterator[Result]:
@@ -71,18 +134,12 @@ def read_results(path: Path) -> Iterator[Result]:
                 yield Result.from_dict(json.loads(line))
 
 
-def key_of(record: dict[str, object]) -> ResultKey:
-    request_id = record["id"]
-    assert isinstance(request_id, Hashable)
-    return request_id, str(record["model"])
-
-
 def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> ResumeState:
     """Read an existing output, repair a torn last line, drop what is to be sent again; say what is done.
 
-    With `repair=False` the file is left as it is (for a dry run).
+    With `repair=False` the file is left as it is (for a dry run). Whoever repairs must hold the output's lock.
     """
-    state = ResumeState()
+    state = ResumeState(path=path)
     if not path.exists():
         return state
     kept = state.kept
@@ -95,11 +152,10 @@ def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> Re
                 break
             lines += 1
             if line.strip():
-                record = _parse_result(line, path, number)
-                (request_id, model), ok = key_of(record), record.get("error") is None
+                request_id, model, packed = _parse_result(line, path, number)
                 ids = kept.setdefault(model, {})
-                if ok or not retry_failed:
-                    ids[request_id] = offset * 2 + ok  # a later line for the same key supersedes an earlier one
+                if packed & 1 or not retry_failed:
+                    ids[request_id] = packed | offset << 2  # a later line for the same key supersedes an earlier one
                 else:
                     ids.pop(request_id, None)
                     state.failed_to_retry += 1
@@ -107,22 +163,49 @@ def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> Re
     state.succeeded = sum(packed & 1 for ids in kept.values() for packed in ids.values())
     state.failed_kept = state.done - state.succeeded
     if repair and (state.torn_bytes or state.done != lines):
-        _rewrite(path, sorted(packed >> 1 for ids in kept.values() for packed in ids.values()))
+        _rewrite(path, sorted(packed >> 2 & _OFFSET_MASK for ids in kept.values() for packed in ids.values()))
     return state
 
 
-def _parse_result(line: bytes, path: Path, number: int) -> dict[str, object]:
+_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
+
+
+def _parse_result(line: bytes, path: Path, number: int) -> tuple[RequestId, str, int]:
+    """(id, model, digest << 50 | has_digest << 1 | succeeded) of one output line, or a line-level InputError."""
+    record = _result_record(line)
+    if record is None:
+        if number == 1:
+            raise InputError(
+                f"{path} is not an llmgather output (line 1 is not a result), so it cannot be resumed: "
+                "is -o the right file?"
+            )
+        raise InputError(
+            "not a result line, so this output cannot be resumed: fix or delete that line, then resume again",
+            source=f"{path}:{number}",
+        )
+    request_id, model, digest = record["id"], record["model"], record.get("digest")
+    where = f"{path}:{number}"
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        raise InputError(f"id must be a string or an integer, got {json.dumps(request_id)}", source=where)
+    if not isinstance(model, str):
+        raise InputError(f"model must be a string, got {json.dumps(model)}", source=where)
+    packed = int(record.get("error") is None)
+    if digest is not None:
+        if not isinstance(digest, str) or not _HEX.fullmatch(digest):
+            raise InputError(f"digest must be a hexadecimal string, got {json.dumps(digest)}", source=where)
+        packed |= int(digest, 16) << (_OFFSET_BITS + 2) | 2
+    return request_id, model, packed
+
+
+_HEX = re.compile(r"[0-9a-f]{1,32}")
+
+
+def _result_record(line: bytes) -> dict[str, Any] | None:
     try:
         record = json.loads(line)
     except ValueError:
-        record = None
-    if not isinstance(record, dict) or "id" not in record or "model" not in record:
-        raise InputError(
-            f"{path}:{number}: not a result line, so this file cannot be resumed; "
-            "move it aside or start again with --overwrite",
-            source=f"{path}:{number}",
-        )
-    return record
+        return None
+    return record if isinstance(record, dict) and "id" in record and "model" in record else None
 
 
 def _rewrite(path: Path, offsets: list[int]) -> None:
@@ -140,3 +223,18 @@ def _rewrite(path: Path, offsets: list[int]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the replacement itself durable (the new name in the folder), where the system allows it."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)

@@ -1,32 +1,151 @@
-"""Output: one JSON line per result, written whole and flushed as soon as the result is known."""
+"""Output lines: one JSON line per result, written whole with one system call as soon as the result is known.
+
+A failed write (a full disk, a file too large, an I/O error, the output deleted) raises `OutputError` naming
+the file, after cutting off whatever part of the line reached it: the file keeps whole lines only, so a
+resume finishes the run. Standard output cannot be cut back; a closed pipe there is one `OutputError`.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import IO
 
+from llmgather.errors import OutputError
 from llmgather.types import Result
 
 
-class ResultWriter:
-    """Appends results to a JSONL file (or standard output). A crash loses at most what was in flight."""
+class LineWriter:
+    """Appends results to an open file descriptor it owns (or to standard output, which it does not)."""
 
-    def __init__(self, path: Path | None, *, append: bool = False) -> None:
-        self.path = path
-        mode = "a" if append else "w"
-        self._file: IO[str] = path.open(mode, encoding="utf-8") if path is not None else sys.stdout
+    __slots__ = ("_failed", "_fd", "_regular", "_stdout", "name", "written")
+
+    def __init__(self, fd: int | None, name: str) -> None:
+        """`fd` opened for appending, or None for standard output. `name` is what errors call the output."""
+        self.name = name
         self.written = 0
+        self._failed: str | None = None
+        """Why the output broke: every later write is refused with it, none tried again."""
+        self._stdout: IO[str] | None = None
+        if fd is None:
+            self._stdout = sys.stdout
+            fd = _fileno(sys.stdout)
+            if fd is not None:
+                sys.stdout.flush()  # whatever was printed before comes before the results
+        self._fd = fd
+        self._regular = fd is not None and self._stdout is None and stat.S_ISREG(os.fstat(fd).st_mode)
 
     def write(self, result: Result) -> None:
-        # One write call per line, so that a line is never interleaved or left half-written by us.
-        self._file.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-        self._file.flush()
+        if self._failed is not None:
+            raise OutputError(self._failed, path=self.name)
+        line = (json.dumps(result.to_dict(), ensure_ascii=False) + "\n").encode()
+        try:
+            if self._fd is None:
+                assert self._stdout is not None
+                self._stdout.write(line.decode())
+                self._stdout.flush()
+            elif self._regular:
+                self._append(self._fd, line)
+            else:
+                _write_all(self._fd, line)
+        except OSError as exc:
+            self._failed = self._failure(exc)
+            raise OutputError(self._failed, path=self.name, cause=exc) from exc
         self.written += 1
 
+    def _append(self, fd: int, line: bytes) -> None:
+        before = os.fstat(fd)
+        if before.st_nlink == 0:  # deleted, or its folder removed: lines written now would vanish at close
+            raise FileNotFoundError(errno.ENOENT, "the output file was deleted (or its folder removed) mid-run")
+        try:
+            _write_all(fd, line)
+        except OSError:
+            _cut_back(fd, before.st_size)
+            raise
+
+    def _failure(self, exc: OSError) -> str:
+        if isinstance(exc, BrokenPipeError) and self._stdout is not None:
+            _silence_stdout()
+            return "standard output was closed (broken pipe)"
+        whole = "; every line written before is whole" if self._regular else ""
+        return f"could not write a result ({exc.strerror or exc}){whole}"
+
     def close(self) -> None:
-        if self._file is not sys.stdout:
-            self._file.close()
-        else:
-            self._file.flush()
+        """Flush to disk and close (standard output is flushed, not closed). Idempotent."""
+        fd, self._fd = self._fd, None
+        if self._stdout is not None:
+            if self._failed is None:
+                try:
+                    self._stdout.flush()
+                except OSError:
+                    _silence_stdout()
+            self._stdout = None
+            return
+        if fd is None:
+            return
+        try:
+            if self._regular and self._failed is None:
+                os.fsync(fd)  # "written" means on disk, not in the page cache of a machine that may lose power
+        except OSError as exc:
+            self._failed = f"could not flush the results to disk ({exc.strerror or exc})"
+            raise OutputError(self._failed, path=self.name, cause=exc) from exc
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        count = os.write(fd, view)  # a short count at a size limit; the next call then says why
+        view = view[count:]
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Remove the part of a line that reached the file. If that fails too, a resume cuts off the torn line."""
+    try:
+        if os.fstat(fd).st_size > size:
+            os.ftruncate(fd, size)
+    except OSError:
+        pass
+
+
+def _fileno(stream: IO[str]) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None  # a stand-in (a notebook, a test's capture): written through its own write()
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so that the interpreter's flush at exit does not report the broken pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+class ResultWriter:
+    """Transitional: the old `open_output` + `ResultWriter(path, append=True)` pair, now over `OutputFile`
+    (so that it holds the lock `open_output` took). Remove once the run path uses `OutputFile` directly."""
+
+    def __init__(self, path: Path | None, *, append: bool = False) -> None:
+        from llmgather.io.output import OutputFile, claim_opened  # here: output imports this module
+
+        self.path = path
+        self._output = claim_opened(path) or OutputFile.open(path, overwrite=not append, resume=append)
+
+    @property
+    def written(self) -> int:
+        return self._output.written
+
+    def write(self, result: Result) -> None:
+        self._output.write(result)
+
+    def close(self) -> None:
+        self._output.close()

@@ -30,19 +30,18 @@ _MODEL_KEYWORDS = frozenset(
 )
 
 
-def run_config(model: str | Sequence[str], fallbacks: Sequence[str] = (), **keywords: Any) -> RunConfig:
-    """The run that `model=`, `fallbacks=` and the other keywords describe, checked as flags are."""
-    names = [model] if isinstance(model, str) else list(model)
+def run_config(
+    model: str | ModelConfig | Sequence[str | ModelConfig], fallbacks: Sequence[str | ModelConfig] = (), **keywords: Any
+) -> RunConfig:
+    """The run that `model=`, `fallbacks=` and the other keywords describe, checked as flags are. A model
+    given as a `ModelConfig` keeps its own endpoint, key and limits; a name takes the keywords'."""
     settings = {k: keywords.pop(k) for k in list(keywords) if k in _MODEL_KEYWORDS}
-    cache = keywords.pop("cache", None)
-    if isinstance(cache, ResponseCache):
-        cache = cache.path
-    return RunConfig.build(
-        [ModelConfig.build(name, **settings) for name in names],
-        fallbacks=[ModelConfig.build(name, **settings) for name in fallbacks],
-        cache=cache,
-        **keywords,
-    )
+
+    def config(m: str | ModelConfig) -> ModelConfig:
+        return m if isinstance(m, ModelConfig) else ModelConfig.build(m, **settings)
+
+    models = [model] if isinstance(model, str | ModelConfig) else list(model)
+    return RunConfig.build([config(m) for m in models], fallbacks=[config(m) for m in fallbacks], **keywords)
 
 
 class Client:
@@ -137,7 +136,7 @@ class Client:
 async def gather(
     prompts: Iterable[Prompt],
     *,
-    model: str | Sequence[str],
+    model: str | ModelConfig | Sequence[str | ModelConfig],
     backend: Backend | None = None,
     cache: str | os.PathLike[str] | ResponseCache | None = None,
     **options: Any,
@@ -146,7 +145,8 @@ async def gather(
 
     `model=[A, B, ...]` sends every prompt to every model, each under its own limits, and returns one
     Result per prompt and model: prompt by prompt, in the models' order. `fallbacks=[C, ...]` sends a request
-    that failed for good to the next of these models.
+    that failed for good to the next of these models. A model given as `ModelConfig.build(name, api_base=...)`
+    keeps its own endpoint, key and limits.
     With `output`, each result is also appended to that JSONL file as it arrives, and `resume=True` sends
     only what an earlier run left unanswered there (and, with `retry_failed=True`, what it failed).
     Raises RunStopped if the run had to stop (bad key, exhausted quota, budget), once every model is done.
@@ -184,7 +184,9 @@ async def gather(
     return [result for result in results if result is not None]
 
 
-def run(prompts: Iterable[Prompt], *, model: str | Sequence[str], **options: Any) -> list[Result]:
+def run(
+    prompts: Iterable[Prompt], *, model: str | ModelConfig | Sequence[str | ModelConfig], **options: Any
+) -> list[Result]:
     """Blocking `gather`: for scripts. Inside a running event loop, use `await llmgather.gather(...)`."""
     try:
         asyncio.get_running_loop()

@@ -112,8 +112,7 @@ def _compile_jinja(text: str, origin: str) -> tuple[Any, frozenset[str]]:
         undeclared = meta.find_undeclared_variables(environment.parse(text))
     except jinja2.TemplateSyntaxError as exc:
         raise InputError(exc.message or "does not parse", source=f"{origin}:{exc.lineno}") from None
-    # range, dict, namespace and the other globals are Jinja2's own, not columns the row must have
-    return compiled, frozenset(undeclared - set(environment.globals))
+    return compiled, frozenset(undeclared)
 
 
 def _is_jinja_error(exc: Exception) -> bool:
@@ -246,7 +245,8 @@ def _utf8_lines(file: IO[bytes], name: str) -> Iterator[str]:
                 )
             yield line
     finally:
-        text.detach()  # the caller owns the file
+        if not file.closed:  # the caller owns the file: let go of it without closing it
+            text.detach()
 
 
 def _undecoded(exc: UnicodeDecodeError) -> str:

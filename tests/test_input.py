@@ -115,9 +115,12 @@ def test_parquet_without_pyarrow_says_what_to_install(tmp_path: Path) -> None:
 # 4. Standard input closed or empty.
 
 
-def test_a_closed_standard_input_is_one_line() -> None:
+def test_a_closed_or_unreadable_standard_input_is_one_line(tmp_path: Path) -> None:
     done = shell(f'exec "$1" -m llmgather run - -m {MODEL} --dry-run <&-')
     assert_refused(done, "<stdin>", "standard input is closed")
+    # open for writing only, so reading it fails with EBADF
+    done = shell(f'exec "$1" -m llmgather run - -m {MODEL} --dry-run 0>"$2"', str(tmp_path / "sink"))
+    assert_refused(done, "<stdin>", "cannot read it: Bad file descriptor")
 
 
 def test_an_empty_standard_input_is_one_line() -> None:

@@ -19,9 +19,9 @@ import click
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from llmgather.cache import ResponseCache
     from llmgather.config import RunConfig
-    from llmgather.engine import ResultCache
-    from llmgather.io import ResumeState
+    from llmgather.io import OutputFile, ResumeState
     from llmgather.io.rows import Template
     from llmgather.runner import Outcome
     from llmgather.types import Request
@@ -247,48 +247,46 @@ def _at_the_boundary(command: Callable[[], int]) -> int:
 
 def _run(options: RunOptions) -> int:
     from llmgather import eventloop
-    from llmgather.io import ResumeState, open_input, open_output
+    from llmgather.io import OutputFile, open_input
+    from llmgather.runner import refuse_changed_input
 
     config = _run_config(options)
-    source = open_input(options.input_path, template=_template(options))
-    try:
+    with open_input(options.input_path, template=_template(options)) as source:
         total = source.check()
         if options.dry_run:
             _dry_run(source, config)
             return EXIT_OK
         config.check_keys()  # after the dry run: estimating needs no key
-        resume = ResumeState()
-        if config.output is not None:
-            resume = open_output(
-                config.output, resume=config.resume, retry_failed=config.retry_failed, overwrite=config.overwrite
-            )
-            if config.resume and not options.quiet:
-                click.echo(_resume_line(resume), err=True)
-        remaining = max(0, total - resume.done // len(config.models))
-        outcome, cache = eventloop.run(_drive(config, source, resume, remaining, options.quiet))
-    finally:
-        source.discard_spool()
+        guard = {"input": source.path, "cache": config.cache}
+        with OutputFile.open(
+            config.output,
+            resume=config.resume,
+            retry_failed=config.retry_failed,
+            overwrite=config.overwrite,
+            guard=guard,
+        ) as output:
+            if config.resume:
+                refuse_changed_input(source, config, output.state)
+                if not options.quiet:
+                    click.echo(_resume_line(output.state), err=True)
+            remaining = max(0, total - output.state.done // len(config.models))
+            outcome, cache = eventloop.run(_drive(config, source, output, remaining, options.quiet))
     return _finish(options, config, outcome, cache)
 
 
 async def _drive(
-    config: RunConfig, source: Iterable[Request], resume: ResumeState, total: int, quiet: bool
-) -> tuple[Outcome, ResultCache | None]:
+    config: RunConfig, source: Iterable[Request], output: OutputFile, total: int, quiet: bool
+) -> tuple[Outcome, ResponseCache | None]:
     """The run on the event loop: the one run path, with this terminal's progress view and signals."""
-    from llmgather.io import ResultWriter
     from llmgather.progress import Progress
     from llmgather.runner import Run, Signals
 
     mode = "quiet" if quiet else ("live" if sys.stderr.isatty() else "plain")
-    writer = ResultWriter(config.output, append=True)
-    try:
-        async with Run(config, on_warning=lambda message: _tell(f"warning: {message}")) as run:
-            fallbacks = frozenset(engine.model for engine in run.fallbacks)
-            async with Progress(run.stats, total, mode=mode, stream=sys.stderr, fallbacks=fallbacks):
-                with Signals(run, config.grace_s, _tell):
-                    return await run.drive(source, writer.write, resume), run.cache
-    finally:
-        writer.close()
+    async with Run(config, on_warning=lambda message: _tell(f"warning: {message}")) as run:
+        fallbacks = frozenset(engine.model for engine in run.fallbacks)
+        async with Progress(run.stats, total, mode=mode, stream=sys.stderr, fallbacks=fallbacks):
+            with Signals(run, config.grace_s, _tell):
+                return await run.drive(source, output.write, output.state), run.own_cache
 
 
 def _tell(message: str) -> None:
@@ -379,7 +377,7 @@ def _resume_line(resume: ResumeState) -> str:
     return f"llmgather: resuming: {resume.succeeded} already answered{kept}{retried}{torn}"
 
 
-def _finish(options: RunOptions, config: RunConfig, outcome: Outcome, cache: ResultCache | None) -> int:
+def _finish(options: RunOptions, config: RunConfig, outcome: Outcome, cache: ResponseCache | None) -> int:
     from llmgather.report import summary_lines
 
     if not options.quiet:
@@ -401,15 +399,12 @@ def _finish(options: RunOptions, config: RunConfig, outcome: Outcome, cache: Res
     return EXIT_FAILURES if outcome.failed else EXIT_OK
 
 
-def _cache_line(cache: ResultCache) -> str:
-    hits, stored = getattr(cache, "hits", 0), getattr(cache, "stored", 0)
-    line = f"cache        {hits} answers from the cache, {stored} stored"
-    skipped = getattr(cache, "skipped", 0)
-    if skipped:
-        line += f", {skipped} not cached (sampled above temperature 0; --cache-deterministic-only is on)"
-    disabled = getattr(cache, "disabled", None)
-    if disabled:
-        line += f"; switched off mid-run: {disabled}"
+def _cache_line(cache: ResponseCache) -> str:
+    line = f"cache        {cache.hits} answers from the cache, {cache.stored} stored"
+    if cache.skipped:
+        line += f", {cache.skipped} not cached (above temperature 0, and --cache-deterministic-only)"
+    if cache.disabled:
+        line += f"; switched off during the run: {cache.disabled}"
     return line
 
 

@@ -5,6 +5,7 @@ limits, and `gather`/`run` for batches. Keywords are checked by the same boundar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
@@ -18,9 +19,9 @@ from llmgather.cache import ResponseCache
 from llmgather.config import ModelConfig, RunConfig
 from llmgather.engine import Engine, EngineStats
 from llmgather.errors import InputError, RequestError
-from llmgather.io import ResultWriter, open_output, read_results
+from llmgather.io import OutputFile, read_results
 from llmgather.io.reader import request_from_record, requests_from
-from llmgather.runner import Run
+from llmgather.runner import Run, refuse_changed_input
 from llmgather.types import Message, Request, Result
 
 Prompt = str | dict[str, Any] | Request
@@ -157,28 +158,32 @@ async def gather(
     names = [c.model for c in config.models]
     slot = {(r.id, m): i * len(names) + j for i, r in enumerate(requests) for j, m in enumerate(names)}
     results: list[Result | None] = [None] * len(slot)
-    writer = done = None
-    if config.output is not None:
-        done = open_output(
-            config.output, resume=config.resume, retry_failed=config.retry_failed, overwrite=config.overwrite
-        )
-        for earlier in read_results(config.output):
-            if (earlier.id, earlier.model) in slot:
-                results[slot[earlier.id, earlier.model]] = earlier
-        writer = ResultWriter(config.output, append=True)
-
-    def keep(result: Result) -> None:
-        results[slot[result.id, result.model]] = result
-        if writer is not None:
-            writer.write(result)
-
     backends = dict.fromkeys(names, backend) if backend is not None else None
-    try:
+    with contextlib.ExitStack() as stack:
+        output = done = None
+        if config.output is not None:
+            output = stack.enter_context(
+                OutputFile.open(
+                    config.output,
+                    resume=config.resume,
+                    retry_failed=config.retry_failed,
+                    overwrite=config.overwrite,
+                    guard={"cache": config.cache or (shared_cache.path if shared_cache else None)},
+                )
+            )
+            done = output.state
+            refuse_changed_input(requests, config, done)
+            for earlier in read_results(config.output):
+                if (earlier.id, earlier.model) in slot:
+                    results[slot[earlier.id, earlier.model]] = earlier
+
+        def keep(result: Result) -> None:
+            results[slot[result.id, result.model]] = result
+            if output is not None:
+                output.write(result)
+
         async with Run(config, cache=shared_cache, backends=backends) as run:
             outcome = await run.drive(requests, keep, done)
-    finally:
-        if writer is not None:
-            writer.close()
     if outcome.stopped:
         raise outcome.stopped[0]
     return [result for result in results if result is not None]

@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
 
 from llmgather.backends import Backend, make_backend
 from llmgather.budget import Budget
@@ -26,20 +25,12 @@ from llmgather.cache import ResponseCache
 from llmgather.config import ModelConfig, RunConfig
 from llmgather.engine import Engine, EngineStats, ResultCache, StopReason
 from llmgather.errors import InputError, OutputError, RunStopped
+from llmgather.io.resume import ResumeState
 from llmgather.pricing import cost_function
-from llmgather.types import Request, RequestId, Result
+from llmgather.types import Request, Result
 
 Source = Iterable[Request] | AsyncIterable[Request]
 _DONE = object()
-
-
-class Skip(Protocol):
-    """What an earlier run already answered (`io.ResumeState`)."""
-
-    @property
-    def done(self) -> int: ...
-
-    def skips(self, request_id: RequestId, model: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +61,8 @@ class Run:
     ) -> None:
         self.config = config
         self._cache = cache
-        self._own_cache: ResponseCache | None = None
+        self.own_cache: ResponseCache | None = None
+        """The cache this run opened itself (from `config.cache`), kept after closing for its counters."""
         self.budget = budget if budget is not None else _budget(config)
         self._backends = dict(backends or {})
         self._on_warning = on_warning
@@ -82,7 +74,7 @@ class Run:
 
     async def __aenter__(self) -> Run:
         if self._cache is None and self.config.cache is not None:
-            self._cache = self._own_cache = open_cache(self.config, self._on_warning)
+            self._cache = self.own_cache = open_cache(self.config, self._on_warning)
         try:
             self.fallbacks = [self._engine(c) for c in self.config.fallbacks]
             self.engines = [self._engine(c, self.fallbacks) for c in self.config.models]
@@ -99,9 +91,8 @@ class Run:
     async def aclose(self) -> None:
         everyone, self.engines, self.fallbacks = self.everyone, [], []
         await asyncio.gather(*(e.backend.aclose() for e in everyone), return_exceptions=True)
-        if self._own_cache is not None:
-            self._own_cache.close()
-            self._own_cache = None
+        if self.own_cache is not None:
+            self.own_cache.close()
 
     def _engine(self, config: ModelConfig, fallbacks: Sequence[Engine] = ()) -> Engine:
         backend = self._backends.get(config.model)
@@ -138,7 +129,7 @@ class Run:
 
     # -- running ---------------------------------------------------------------------------------
 
-    async def stream(self, source: Source, skip: Skip | None = None) -> AsyncGenerator[Result, None]:
+    async def stream(self, source: Source, skip: ResumeState | None = None) -> AsyncGenerator[Result, None]:
         """Every request of `source` (less what `skip` holds) to every model, each result as it completes.
 
         The models run at once, each over its own pass of the source (an async source serves one model
@@ -172,7 +163,7 @@ class Run:
         self,
         engine: Engine,
         source: Source,
-        skip: Skip | None,
+        skip: ResumeState | None,
         queue: asyncio.Queue[object],
         room: asyncio.Semaphore,
     ) -> None:
@@ -194,7 +185,7 @@ class Run:
             queue.put_nowait(_DONE)
 
     async def drive(
-        self, source: Iterable[Request], sink: Callable[[Result], None], skip: Skip | None = None
+        self, source: Iterable[Request], sink: Callable[[Result], None], skip: ResumeState | None = None
     ) -> Outcome:
         """Run `source` through every model, handing each result to `sink` (which writes it) at once."""
         started = time.monotonic()
@@ -245,10 +236,22 @@ def open_cache(config: RunConfig, on_warning: Callable[[str], None] | None = Non
     return ResponseCache(config.cache, deterministic_only=config.cache_deterministic_only, on_warning=on_warning)
 
 
-def _not_done(source: Source, model: str, skip: Skip | None) -> Source:
+def _not_done(source: Source, model: str, skip: ResumeState | None) -> Source:
     if skip is None or not skip.done or isinstance(source, AsyncIterable):
         return source
     return (request for request in source if not skip.skips(request.id, model))
+
+
+def refuse_changed_input(source: Iterable[Request], config: RunConfig, state: ResumeState) -> None:
+    """A resume refuses (InputError) an input whose ids now name other requests than the ones answered:
+    otherwise old answers would be kept for prompts they do not answer."""
+    if not state.done:
+        return
+    names = [c.model for c in config.models]
+    for request in source:
+        for model in names:
+            if state.mismatch(request, model):
+                raise InputError(state.mismatch_message(request, model))
 
 
 class Signals:

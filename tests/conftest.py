@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT_S = 20.0
+"""How long a fake server may take to say it listens before it is killed as hung."""
 
 
 @dataclass
@@ -43,13 +46,26 @@ def start_fake_server(*args: str) -> FakeServer:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 20
-    line = process.stdout.readline()
-    if not line.startswith("listening on ") or time.monotonic() > deadline:
+    line = first_line(process, STARTUP_TIMEOUT_S)
+    if line is None or not line.startswith("listening on "):
         process.kill()
-        raise RuntimeError(f"fake server did not start: {line!r}")
+        process.wait()
+        why = f"no word within {STARTUP_TIMEOUT_S:g} s, killed" if line is None else f"it said {line!r}"
+        raise RuntimeError(f"fake server (pid {process.pid}) did not start: {why}")
     return FakeServer(process, line.split()[-1])
+
+
+def first_line(process: subprocess.Popen[str], timeout_s: float) -> str | None:
+    """The process's first line of output ("" if it ended without one), or None if none came in time."""
+    stdout = process.stdout
+    assert stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    # A thread, as readline() has no timeout; killing a hung process ends it (its readline gets end of file).
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout_s)
+    except queue.Empty:
+        return None
 
 
 @pytest.fixture

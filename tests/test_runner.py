@@ -1,0 +1,105 @@
+"""The one run path at its edges: a run that cannot write stops whole and resumable, standard output as the
+output, one line for every bad path, and a cut-off that says what it cut."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import FakeServer, read_jsonl, run_cli, start_cli, write_jsonl
+
+from llmgather.fake import expected_content
+
+
+def prompts(n: int, tag: str) -> list[dict[str, object]]:
+    return [{"id": f"{tag}-{i}", "prompt": f"{tag} {i}"} for i in range(n)]
+
+
+def _small_files(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child: writes past `limit` bytes fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_mid_run_stops_it_whole_and_the_resume_finishes_it(server: FakeServer, tmp_path: Path) -> None:
+    records = prompts(200, "disk")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    args = ["run", str(source), "-o", str(out), "-m", "openai/fake", "--api-base", server.url]
+    full = subprocess.run(
+        [sys.executable, "-m", "llmgather", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_small_files(20_000),
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert full.returncode == 3, full.stderr
+    assert "Traceback" not in full.stderr
+    assert str(out) in full.stderr and "--resume" in full.stderr
+    written = out.read_bytes()
+    assert 0 < len(written) <= 20_000 and written.endswith(b"\n")  # whole lines only
+    assert 0 < len(read_jsonl(out)) < 200
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_jsonl(out)
+    assert sorted(row["id"] for row in rows) == sorted(str(r["id"]) for r in records)
+    assert all(row["content"] == expected_content(f"disk {row['id'].split('-')[1]}") for row in rows)
+
+
+def test_output_dash_is_standard_output(server: FakeServer, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(3, "dash"))
+    done = run_cli("run", str(source), "-o", "-", "-m", "openai/fake", "--api-base", server.url, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert sorted(json.loads(line)["id"] for line in done.stdout.splitlines()) == ["dash-0", "dash-1", "dash-2"]
+    assert not Path("-").exists()
+
+
+def test_paths_in_a_missing_folder_get_one_line_each(server: FakeServer, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(2, "folder"))
+    missing = tmp_path / "no" / "such"
+    model = ["-m", "openai/fake", "--api-base", server.url]
+    for args in (
+        ["run", str(source), "-o", str(missing / "out.jsonl"), *model],
+        ["run", str(source), "-o", str(tmp_path / "out.jsonl"), "--cache", str(missing / "cache.db"), *model],
+    ):
+        done = run_cli(*args)
+        assert done.returncode == 2, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and str(missing) in done.stderr, done.stderr
+    out = tmp_path / "done.jsonl"
+    assert run_cli("run", str(source), "-o", str(out), *model).returncode == 0
+    page = run_cli("report", str(out), "-o", str(missing / "page.html"))
+    assert page.returncode == 2 and "Traceback" not in page.stderr, page.stderr
+    assert len(page.stderr.strip().splitlines()) == 1 and str(missing) in page.stderr, page.stderr
+    assert server.stats()["requests"] == 2  # the refused runs sent nothing
+
+
+def test_a_second_signal_says_how_many_requests_it_cut_off(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    server = fake_server("--latency", "60")
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(12, "cut"))
+    out = tmp_path / "out.jsonl"
+    process = start_cli(
+        "run", str(source), "-o", str(out), "-m", "openai/fake", "--api-base", server.url,
+        "--concurrency", "7", "--grace", "120",
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while server.stats()["in_flight"] < 7 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "letting 7 requests in flight finish" in stderr
+    assert "7 requests in flight cut off" in stderr

@@ -204,10 +204,6 @@ class JsonlInput:
         if self._spool is not None:
             self._spool.close()
 
-    def discard_spool(self) -> None:
-        """The old name of close(), kept until every caller uses `with open_input(...)`."""
-        self.close()
-
     def __enter__(self) -> JsonlInput:
         return self
 

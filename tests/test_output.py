@@ -166,6 +166,26 @@ def test_the_retry_failed_rewrite_happens_under_the_lock(tmp_path: Path, monkeyp
     assert [r["id"] for r in lines_of(out)] == [0, 2, 4, 1]
 
 
+def test_every_name_of_one_output_shares_its_lock_and_a_link_stays_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tmp_path / "runs" / "out.jsonl"
+    real.parent.mkdir()
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(real)
+    with OutputFile.open(real) as output:
+        output.write(result(0))
+        output.write(result(1, ok=False))
+    monkeypatch.chdir(real.parent)
+    with OutputFile.open(link, resume=True, retry_failed=True) as output:
+        for name in (Path("out.jsonl"), real, link):
+            with pytest.raises(InputError, match="in use"):
+                OutputFile.open(name, resume=True)
+        output.write(result(1))
+    assert link.is_symlink() and link.resolve() == real  # the rewrite replaced the file, not the link
+    assert [(r["id"], r["error"]) for r in lines_of(real)] == [(0, None), (1, None)]
+
+
 # --- never the input, never the cache -------------------------------------------------------------------------
 
 

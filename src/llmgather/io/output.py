@@ -68,10 +68,9 @@ class OutputFile:
             if resume:
                 raise InputError(f"{path} is not a regular file, so there is nothing to resume in it")
             return cls(path, ResumeState(), LineWriter(_open_append(path), str(path)), None)
-        real = path.resolve()  # one lock and one rewrite for every name of the file (symlinks)
-        lock = OutputLock.take(real, shown=path)
+        lock = OutputLock.take(path)
         try:
-            return cls(path, *_prepare(path, real, resume=resume, retry_failed=retry_failed, overwrite=overwrite), lock)
+            return cls(path, *_prepare(path, resume=resume, retry_failed=retry_failed, overwrite=overwrite), lock)
         except BaseException:
             lock.release()
             raise
@@ -105,23 +104,27 @@ class OutputFile:
         return f"OutputFile({str(self.path) if self.path else _STDOUT!r}, written={self.written})"
 
 
-def _prepare(
-    path: Path, real: Path, *, resume: bool, retry_failed: bool, overwrite: bool
-) -> tuple[ResumeState, LineWriter]:
+def _prepare(path: Path, *, resume: bool, retry_failed: bool, overwrite: bool) -> tuple[ResumeState, LineWriter]:
     """Under the lock: read and repair (resume), or refuse or empty; then open for appending."""
+    # A symlink's target is what is rewritten, so that the link stays a link.
+    target = path.resolve() if path.is_symlink() else path
     try:
         if resume:
-            state = prepare_resume(real, retry_failed=retry_failed)
+            state = prepare_resume(target, retry_failed=retry_failed)
             state.path = path
         else:
-            check_fresh(real, overwrite=overwrite)
+            check_fresh(target, overwrite=overwrite)
             state = ResumeState(path=path)
-        fd = _open_append(real)
+        fd = _open_append(target)
     except OSError as exc:
         raise InputError(f"{path}: cannot {'resume' if resume else 'write'} it ({exc.strerror or exc})") from None
-    if not resume:
-        os.ftruncate(fd, 0)  # only now: every refusal above left it as it was
-    return state, LineWriter(fd, str(path))
+    try:
+        if not resume:
+            os.ftruncate(fd, 0)  # only now: every refusal above left it as it was
+        return state, LineWriter(fd, str(path))
+    except OSError as exc:
+        os.close(fd)
+        raise InputError(f"{path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def _open_append(path: Path) -> int:
@@ -163,30 +166,36 @@ class OutputLock:
         self._fd: int | None = fd
 
     @classmethod
-    def take(cls, output: Path, *, shown: Path | None = None) -> OutputLock:
-        """Lock `output` (a resolved path) or raise InputError naming the run that holds it."""
-        shown = shown or output
-        path = output.with_name(f".{output.name}.lock")
+    def take(cls, output: Path) -> OutputLock:
+        """Lock `output` or raise InputError naming the run that holds it. Every name of one file (a symlink,
+        a relative path) shares one lock."""
+        real = output.resolve()
+        path = real.with_name(f".{real.name}.lock")
         for _ in range(16):  # bounded: each retry means a holder released the lock in between
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as exc:
-                raise InputError(f"{shown}: cannot write in its folder {path.parent} ({exc.strerror})") from None
+                raise InputError(f"{output}: cannot write in its folder {path.parent} ({exc.strerror})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 holder = _read_pid(fd)
                 os.close(fd)
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                    raise InputError(f"{shown}: cannot lock it ({exc.strerror})") from None
+                    raise InputError(f"{output}: cannot lock it ({exc.strerror})") from None
                 by = f"another llmgather run (pid {holder})" if holder else "another llmgather run"
-                raise InputError(f"{shown} is in use by {by}: wait for it to end, or give -o another file") from None
+                raise InputError(f"{output} is in use by {by}: wait for it to end, or give -o another file") from None
             if _is_at(fd, path):
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-                return cls(path, fd)
+                lock = cls(path, fd)
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())  # only for the message a second run gets
+                except OSError as exc:
+                    lock.release()
+                    raise InputError(f"{output}: cannot write its lock file {path} ({exc.strerror})") from None
+                return lock
             os.close(fd)  # we locked a file its holder had just removed: try the one there now
-        raise InputError(f"{shown}: could not lock it (its lock file {path} keeps changing)")
+        raise InputError(f"{output}: could not lock it (its lock file {path} keeps changing)")
 
     def release(self) -> None:
         """Remove the lock file (while still holding it, so no one locks the removed file) and unlock. Idempotent."""

@@ -20,9 +20,9 @@ from llmgather.types import Result
 
 
 class LineWriter:
-    """Appends results to an open file descriptor it owns (or to standard output, which it does not)."""
+    """Appends results to an open file descriptor it owns, or to standard output (which it never closes)."""
 
-    __slots__ = ("_failed", "_fd", "_regular", "_stdout", "name", "written")
+    __slots__ = ("_closed", "_failed", "_fd", "_owned", "_regular", "_stream", "name", "written")
 
     def __init__(self, fd: int | None, name: str) -> None:
         """`fd` opened for appending, or None for standard output. `name` is what errors call the output."""
@@ -30,28 +30,33 @@ class LineWriter:
         self.written = 0
         self._failed: str | None = None
         """Why the output broke: every later write is refused with it, none tried again."""
-        self._stdout: IO[str] | None = None
+        self._closed = False
+        self._owned = fd is not None
+        self._stream: IO[str] | None = None
         if fd is None:
-            self._stdout = sys.stdout
             fd = _fileno(sys.stdout)
-            if fd is not None:
+            if fd is None:
+                self._stream = sys.stdout  # a stand-in (a notebook, a test's capture): through its own write()
+            else:
                 sys.stdout.flush()  # whatever was printed before comes before the results
         self._fd = fd
-        self._regular = fd is not None and self._stdout is None and stat.S_ISREG(os.fstat(fd).st_mode)
+        self._regular = self._owned and fd is not None and stat.S_ISREG(os.fstat(fd).st_mode)
 
     def write(self, result: Result) -> None:
         if self._failed is not None:
             raise OutputError(self._failed, path=self.name)
-        line = (json.dumps(result.to_dict(), ensure_ascii=False) + "\n").encode()
+        if self._closed:
+            raise ValueError(f"{self.name}: written to after close()")
+        line = json.dumps(result.to_dict(), ensure_ascii=False) + "\n"
         try:
             if self._fd is None:
-                assert self._stdout is not None
-                self._stdout.write(line.decode())
-                self._stdout.flush()
+                assert self._stream is not None
+                self._stream.write(line)
+                self._stream.flush()
             elif self._regular:
-                self._append(self._fd, line)
+                self._append(self._fd, line.encode())
             else:
-                _write_all(self._fd, line)
+                _write_all(self._fd, line.encode())
         except OSError as exc:
             self._failed = self._failure(exc)
             raise OutputError(self._failed, path=self.name, cause=exc) from exc
@@ -68,7 +73,7 @@ class LineWriter:
             raise
 
     def _failure(self, exc: OSError) -> str:
-        if isinstance(exc, BrokenPipeError) and self._stdout is not None:
+        if isinstance(exc, BrokenPipeError) and not self._owned:
             _silence_stdout()
             return "standard output was closed (broken pipe)"
         whole = "; every line written before is whole" if self._regular else ""
@@ -76,25 +81,24 @@ class LineWriter:
 
     def close(self) -> None:
         """Flush to disk and close (standard output is flushed, not closed). Idempotent."""
-        fd, self._fd = self._fd, None
-        if self._stdout is not None:
-            if self._failed is None:
-                try:
-                    self._stdout.flush()
-                except OSError:
-                    _silence_stdout()
-            self._stdout = None
+        if self._closed:
             return
-        if fd is None:
+        self._closed = True
+        if not self._owned:
+            try:
+                (self._stream or sys.stdout).flush()
+            except (OSError, ValueError):
+                _silence_stdout()
             return
+        assert self._fd is not None
         try:
             if self._regular and self._failed is None:
-                os.fsync(fd)  # "written" means on disk, not in the page cache of a machine that may lose power
+                os.fsync(self._fd)  # "written" means on disk, not in the page cache of a machine that may lose power
         except OSError as exc:
             self._failed = f"could not flush the results to disk ({exc.strerror or exc})"
             raise OutputError(self._failed, path=self.name, cause=exc) from exc
         finally:
-            os.close(fd)
+            os.close(self._fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -117,7 +121,7 @@ def _fileno(stream: IO[str]) -> int | None:
     try:
         return stream.fileno()
     except (AttributeError, OSError, ValueError):
-        return None  # a stand-in (a notebook, a test's capture): written through its own write()
+        return None
 
 
 def _silence_stdout() -> None:

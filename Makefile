@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint bench bench-memory clean
+.PHONY: demo test lint chromium bench bench-memory clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "llmgather needs Python 3.11 or newer")'
@@ -24,8 +25,16 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-test: lint
+test: lint chromium
 	$(BIN)/pytest
+
+# The report test looks at the page in headless Chromium. As root (CI on a fresh Debian machine) this installs
+# Debian's package; otherwise it says so, and that test is skipped.
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else echo "chromium is missing and installing it needs root (make chromium as root): the browser test is skipped"; fi
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py

@@ -224,3 +224,33 @@ def test_a_permanent_error_goes_to_the_fallback_at_once(fake_server, tmp_path: P
     assert {i for i, r in rows.items() if r.get("answered_by") == "openai/long"} == set(range(0, 40, 4))
     assert short.stats()["requests"] == 40  # the 400 is not retried
     assert long.stats()["requests"] == 10
+
+
+def test_compare_as_html_and_the_report_are_one_page_with_one_table(tmp_path: Path) -> None:
+    out = write_results(tmp_path / "out.jsonl", [("q1", "a", "x", "x"), ("q1", "b", "y", "x")])
+    compared = run_cli("compare", str(out), "--format", "html")
+    assert compared.returncode == 0, compared.stderr
+    page = tmp_path / "report.html"
+    assert run_cli("report", str(out), "-o", str(page)).returncode == 0
+    report = page.read_text()
+
+    def style(html: str) -> str:
+        return html.split("<style>", 1)[1].split("</style>", 1)[0]
+
+    def first_table(html: str) -> str:
+        return "<table" + html.split("<table", 1)[1].split("</table>", 1)[0]
+
+    assert style(compared.stdout) == style(report)
+    assert first_table(compared.stdout) == first_table(report)
+    assert "<td>a</td>" in first_table(report) and "<td>b</td>" in first_table(report)
+
+
+def test_a_result_line_whose_id_is_not_a_string_or_a_number_is_named(tmp_path: Path) -> None:
+    out = write_results(tmp_path / "out.jsonl", [("q1", "a", "x", "x"), ("q2", "a", "y", "y")])
+    lines = out.read_text().splitlines()
+    lines[1] = lines[1].replace('"id": "q2"', '"id": ["q2"]')
+    out.write_text("\n".join(lines) + "\n")
+    for command in (["compare", str(out)], ["report", str(out), "-o", str(tmp_path / "page.html")]):
+        done = run_cli(*command)
+        assert done.returncode == 2 and f"{out}:2" in done.stderr and "id" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr

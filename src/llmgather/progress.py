@@ -78,7 +78,7 @@ def _notes(stats: EngineStats, *, live: bool = False) -> list[str]:
     notes = []
     if stats.limiter.waiting and not live:
         notes.append(f"{stats.limiter.waiting} waiting")
-    if stats.limiter.cooling_for_s > 0:
+    if stats.limiter.cooling_for_s >= 0.05:  # what would read "cooling 0.0s" is over
         notes.append(f"cooling {stats.limiter.cooling_for_s:.1f}s")
     if stats.circuit_open:
         notes.append("provider failing: probing")
@@ -150,6 +150,8 @@ class Row:
     """Of the total done, for the bar; None for a fallback, which has no total."""
     failed: bool = False
     notes: list[str] = field(default_factory=list)
+    reserved: dict[str, int] = field(default_factory=dict)
+    """Widths to keep for cells that grow, so the columns do not shift as the counts do."""
 
 
 def row_of(stats: EngineStats, total: int | None, rates: tuple[float, float]) -> Row:
@@ -168,7 +170,8 @@ def row_of(stats: EngineStats, total: int | None, rates: tuple[float, float]) ->
         "eta": "" if total is None else _eta(total - stats.done, per_s),
     }
     fraction = None if total is None else (stats.done / total if total else 1.0)
-    return Row(stats.model, cells, fraction, failed=stats.failed > 0, notes=_notes(stats, live=True))
+    reserved = {} if total is None else {"done": len(f"{total:,}/{total:,}"), "ok": len(f"{total:,}"), "eta": 6}
+    return Row(stats.model, cells, fraction, failed=stats.failed > 0, notes=_notes(stats, live=True), reserved=reserved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +205,7 @@ class View:
 
 
 def _width(row: Row, key: str) -> int:
-    return len(row.model) if key == MODEL else len(row.cells.get(key, ""))
+    return len(row.model) if key == MODEL else max(len(row.cells.get(key, "")), row.reserved.get(key, 0))
 
 
 def _layout(rows: Sequence[Row], width: int) -> _Layout:

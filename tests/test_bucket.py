@@ -140,7 +140,7 @@ def test_a_request_refused_with_a_429_keeps_its_place_in_the_pace() -> None:
         for _ in range(2):
             await limiter.admit(0)
         refused = await limiter.admit(0)
-        limiter.settle(refused, 0, rate_limited=rate_limited)
+        limiter.settle(refused, None, rate_limited=rate_limited)
         start = clock.now
         await limiter.admit(0)
         return clock.now - start

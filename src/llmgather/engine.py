@@ -473,7 +473,7 @@ class Engine:
             if self._budget is not None:
                 self._budget.release(admitted.held)  # what it cost is charged as the answer is taken
             if not ok:
-                limiter.settle(ticket, 0, rate_limited=rate_limited)
+                limiter.settle(ticket, None, rate_limited=rate_limited)
             if settled:
                 self._breaker.record(outage=outage, probe=probe)
             else:
@@ -524,19 +524,20 @@ class Engine:
     def _too_late(self, error: RequestError | None, attempts: int) -> RequestError:
         """The error for a request whose deadline passed: why it was not answered, and that time ran out."""
         deadline_s = self._retry.deadline_s
-        cause = error or self._breaker.last_outage
-        if cause is None:
+        if error is None and self._breaker.is_open:
+            error = self._breaker.last_outage
+        if error is None:
             return RequestTimeout(f"not sent within the {deadline_s:g} s deadline (waiting for its turn)")
-        tried = f"after {attempts} attempts" if attempts else "without sending it: every recent attempt failed"
-        message = f"{cause.message} (gave up at the {deadline_s:g} s deadline, {tried})"
-        return type(cause)(message, status=cause.status, code=cause.code)
+        if attempts:
+            why = f"the {deadline_s:g} s deadline left no time for another attempt after {attempts}"
+        else:
+            why = f"not sent: the endpoint failed every recent attempt until the {deadline_s:g} s deadline"
+        return type(error)(f"{error.message} ({why})", status=error.status, code=error.code)
 
     def _classify(self, exc: Exception, timeout_s: float) -> RequestError:
         if isinstance(exc, TimeoutError):
             self._tally.timeouts += 1
-            if timeout_s < self._timeout_s:
-                return RequestTimeout(f"no answer within the request's deadline ({timeout_s:.3g} s left)")
-            return RequestTimeout(f"no answer within {timeout_s:g} s")
+            return RequestTimeout(f"no answer within {timeout_s:.3g} s")
         if isinstance(exc, RateLimitError):
             self._tally.rate_limited += 1
             self._limiter.on_rate_limited(exc.retry_after)

@@ -158,7 +158,7 @@ class Limiter:
             return await admitted
         except BaseException:
             if admitted.done() and not admitted.cancelled():
-                self.settle(admitted.result(), 0)  # admitted and cancelled at once: it was never sent
+                self.settle(admitted.result(), None)  # admitted and cancelled at once: it was never sent
             self._forget(entry)
             raise
 
@@ -273,17 +273,20 @@ class Limiter:
         if ticket.token_entry is not None and self._token_window is not None:
             self._token_window.touch(ticket.token_entry)
 
-    def settle(self, ticket: Ticket, actual: int, *, rate_limited: bool = False) -> None:
-        """Correct a booking once the provider has answered: `actual` tokens counted, 0 if it refused the request.
+    def settle(self, ticket: Ticket, actual: int | None, *, rate_limited: bool = False) -> None:
+        """Correct a booking once the provider has answered: `actual` tokens counted, None if it did not count
+        the request (refused it, or it was never sent). An answer that counted no tokens still counts as a request.
 
         A request refused with a 429 keeps its place in the pace: given back, it would go again at once
         and, when others spend the same limit, be refused again, over and over."""
-        if actual == 0 and ticket.request_entry is not None and self._request_window is not None:
-            self._request_window.correct(ticket.request_entry, 0)
+        if actual is None:
+            actual = 0
+            if ticket.request_entry is not None and self._request_window is not None:
+                self._request_window.correct(ticket.request_entry, 0)
+            if self._requests is not None and not rate_limited:
+                self._requests.refund(1)
         if ticket.token_entry is not None and self._token_window is not None:
             self._token_window.correct(ticket.token_entry, actual)
-        if self._requests is not None and actual == 0 and not rate_limited:
-            self._requests.refund(1)
         if self._tokens is not None and actual != ticket.tokens:
             if actual < ticket.tokens:
                 self._tokens.refund(ticket.tokens - actual)

@@ -25,7 +25,7 @@ import pytest
 from conftest import FakeServer, read_jsonl, run_cli, start_cli, write_jsonl
 
 from llmgather.errors import InputError, OutputError
-from llmgather.io import OutputFile, open_input
+from llmgather.io import OutputFile, open_input, read_results
 from llmgather.types import ErrorInfo, Request, Result
 
 MODEL = "openai/fake"
@@ -210,7 +210,8 @@ def test_an_output_that_is_the_cache_is_refused_whether_or_not_it_exists_yet(tmp
         OutputFile.open(linked, overwrite=True, guard={"input": tmp_path / "in.jsonl", "cache": cache})
     cache.write_bytes(b"SQLite format 3\x00")
     with pytest.raises(InputError, match="is the cache file too"):
-        OutputFile.open(linked, overwrite=True, guard={"input": None, "cache": cache})
+        OutputFile.open(linked, overwrite=True, guard={"input": None, "cache": str(cache)})
+    OutputFile.open(tmp_path / "out.jsonl", guard={"cache": "redis://127.0.0.1:6379/0"}).close()  # no file
     assert cache.read_bytes() == b"SQLite format 3\x00"
 
 
@@ -426,7 +427,16 @@ def test_an_output_line_whose_id_is_not_a_string_or_integer_is_a_line_error(tmp_
     )
     with pytest.raises(InputError, match=rf"^{at(out)}:2: id must be a string or an integer, got "):
         OutputFile.open(out, resume=True)
+    with pytest.raises(InputError, match=rf"^{at(out)}:2: id must be a string or an integer, got "):
+        list(read_results(out))  # the Python API's reading back, too
     assert len(lines_of(out)) == 3
+
+
+def test_reading_results_back_leaves_out_a_line_still_being_written(tmp_path: Path) -> None:
+    out = write_jsonl(tmp_path / "out.jsonl", [result(1).to_dict()])
+    with out.open("a") as file:
+        file.write('{"id": 2, "model": "openai/fa')
+    assert [r.id for r in read_results(out)] == [1]
 
 
 def test_a_file_that_is_not_an_output_is_never_answered_with_overwrite(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ class OutputFile:
         resume: bool = False,
         retry_failed: bool = False,
         overwrite: bool = False,
-        guard: Mapping[str, Path | None] = {},
+        guard: Mapping[str, str | os.PathLike[str] | None] = {},
     ) -> OutputFile:
         """Take `path` for this run: continue it (`resume`), replace it (`overwrite`), or start it new.
 
@@ -134,9 +134,9 @@ def _open_append(path: Path) -> int:
         raise InputError(f"{path}: cannot write it ({exc.strerror or exc})") from None
 
 
-def _check_guard(path: Path, guard: Mapping[str, Path | None]) -> None:
+def _check_guard(path: Path, guard: Mapping[str, str | os.PathLike[str] | None]) -> None:
     for name, other in guard.items():
-        if other is not None and _same_file(path, other):
+        if other is not None and "://" not in str(other) and _same_file(path, Path(other)):  # a URL is no file
             raise InputError(f"{path} is the {name} file too: the results would destroy it; give -o another file")
 
 

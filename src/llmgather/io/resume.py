@@ -125,13 +125,20 @@ def check_fresh(path: Path, *, overwrite: bool) -> None:
 
 
 def read_results(path: Path) -> Iterator[Result]:
-    """The results an output file holds (after `open_output` has repaired it)."""
+    """The results an output file holds; a bad line is an InputError naming it. A last line without its
+    newline is left out: a run is writing it, or died writing it (a resume cuts it off)."""
     if not path.exists():
         return
     with path.open("rb") as file:
-        for line in file:
+        for number, line in enumerate(file, start=1):
+            if not line.endswith(b"\n"):
+                return
             if line.strip():
-                yield Result.from_dict(json.loads(line))
+                record = _checked_record(line, path, number)
+                try:
+                    yield Result.from_dict(record)
+                except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                    raise InputError(f"not a result line ({exc})", source=f"{path}:{number}") from None
 
 
 def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> ResumeState:
@@ -152,7 +159,7 @@ def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> Re
                 break
             lines += 1
             if line.strip():
-                request_id, model, packed = _parse_result(line, path, number)
+                request_id, model, packed = _packed(_checked_record(line, path, number))
                 ids = kept.setdefault(model, {})
                 if packed & 1 or not retry_failed:
                     ids[request_id] = packed | offset << 2  # a later line for the same key supersedes an earlier one
@@ -170,18 +177,14 @@ def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> Re
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
 
 
-def _parse_result(line: bytes, path: Path, number: int) -> tuple[RequestId, str, int]:
-    """(id, model, digest << 50 | has_digest << 1 | succeeded) of one output line, or a line-level InputError."""
+def _checked_record(line: bytes, path: Path, number: int) -> dict[str, Any]:
+    """One output line as a record with an id, a model and a digest of the right types, or a line-level error."""
     record = _result_record(line)
     if record is None:
         if number == 1:
-            raise InputError(
-                f"{path} is not an llmgather output (line 1 is not a result), so it cannot be resumed: "
-                "is -o the right file?"
-            )
+            raise InputError(f"{path} is not an llmgather output (line 1 is not a result): is -o the right file?")
         raise InputError(
-            "not a result line, so this output cannot be resumed: fix or delete that line, then resume again",
-            source=f"{path}:{number}",
+            "not a result line: fix or delete that line (an output holds result lines only)", source=f"{path}:{number}"
         )
     request_id, model, digest = record["id"], record["model"], record.get("digest")
     where = f"{path}:{number}"
@@ -189,12 +192,18 @@ def _parse_result(line: bytes, path: Path, number: int) -> tuple[RequestId, str,
         raise InputError(f"id must be a string or an integer, got {json.dumps(request_id)}", source=where)
     if not isinstance(model, str):
         raise InputError(f"model must be a string, got {json.dumps(model)}", source=where)
+    if digest is not None and (not isinstance(digest, str) or not _HEX.fullmatch(digest)):
+        raise InputError(f"digest must be a hexadecimal string, got {json.dumps(digest)}", source=where)
+    return record
+
+
+def _packed(record: dict[str, Any]) -> tuple[RequestId, str, int]:
+    """(id, model, digest << 50 | has_digest << 1 | succeeded) of a checked record; the offset is added later."""
     packed = int(record.get("error") is None)
+    digest = record.get("digest")
     if digest is not None:
-        if not isinstance(digest, str) or not _HEX.fullmatch(digest):
-            raise InputError(f"digest must be a hexadecimal string, got {json.dumps(digest)}", source=where)
         packed |= int(digest, 16) << (_OFFSET_BITS + 2) | 2
-    return request_id, model, packed
+    return record["id"], record["model"], packed
 
 
 _HEX = re.compile(r"[0-9a-f]{1,32}")

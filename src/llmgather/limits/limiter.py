@@ -202,6 +202,10 @@ class Limiter:
                 return
             queue.popleft()
             head.admitted.set_result(self._take(head.tokens))
+        # Everyone waiting is in: a waker asleep until its timer would outlive the run.
+        waker, self._waker = self._waker, None
+        if waker is not None and waker is not asyncio.current_task():
+            waker.cancel()
 
     def _wake(self) -> None:
         """Make sure one waker runs while anyone waits; it sleeps exactly until the head may go."""

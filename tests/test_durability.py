@@ -131,7 +131,8 @@ def test_a_cache_hit_sends_nothing_and_says_cached(server: FakeServer, tmp_path:
 
 
 def test_two_processes_share_one_cache(fake_server: Callable[..., FakeServer], tmp_path: Path) -> None:
-    server = fake_server("--latency", "0.01")
+    log = tmp_path / "provider.log"
+    server = fake_server("--latency", "0.01", "--log", str(log))
     records = prompts(300, "shared")
     source = write_jsonl(tmp_path / "in.jsonl", records)
     cache = tmp_path / "cache.sqlite"
@@ -142,7 +143,13 @@ def test_two_processes_share_one_cache(fake_server: Callable[..., FakeServer], t
     for n in range(2):
         assert_each_id_once_and_right(tmp_path / f"{n}.jsonl", records)
     sent = server.stats()["requests"]
-    assert 300 <= sent <= 600
+    # Each of the 600 results was either sent or taken from the cache, never both; no prompt went to the
+    # provider more than once a process, and the log holds each request the fake answered.
+    from_cache = sum(row["cached"] for n in range(2) for row in read_jsonl(tmp_path / f"{n}.jsonl"))
+    assert sent + from_cache == 600, (sent, from_cache)
+    answered = Counter(json.loads(line)["prompt"] for line in log.read_text().splitlines())
+    assert set(answered) == {prompt_digest(str(r["prompt"])) for r in records}
+    assert max(answered.values()) <= 2 and sum(answered.values()) == sent
     third = run_against(server, source, tmp_path / "3.jsonl", "--cache", str(cache))
     assert third.returncode == 0 and server.stats()["requests"] == sent  # both runs' answers are there
     assert sqlite3.connect(cache).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -321,15 +328,20 @@ def test_killed_at_random_points_resumed_each_time_nothing_lost_nothing_sent_twi
     digest_of = {r["id"]: prompt_digest(str(r["prompt"])) for r in records}
     source = write_jsonl(tmp_path / "in.jsonl", records)
     out = tmp_path / "out.jsonl"
-    kills = 0
     seed = random.randrange(1_000_000)
-    points = sorted(random.Random(seed).sample(range(100, 1900), 4))  # lines written before each SIGKILL
-    for at_least in points:
+    rng = random.Random(seed)
+    for n in range(4):
         written_before = _ids_written(out)
         log_offset = log.stat().st_size if log.exists() else 0
-        process = start_run(server, source, out, "--concurrency", "40", "--quiet", *(["--resume"] if kills else []))
-        _kill_when(out, at_least, process)
-        kills += 1
+        process = start_run(server, source, out, "--concurrency", "40", "--quiet", *(["--resume"] if n else []))
+        # Killed after it has added 100 to 300 lines, up to 0.15 s later: wherever the run then is.
+        _kill_when(out, len(written_before) + rng.randrange(100, 300), process, after_s=rng.uniform(0, 0.15))
+        written_after = _ids_written(out)
+        # The kill landed mid-run: this run had added to the output, and had not finished it.
+        assert written_before < written_after and len(written_after) < len(records), f"seed {seed}"
+        # Paid for and lost: answered, but not in the output. Only what was in flight can be (at most 40).
+        lost = _answered(log, log_offset) - {digest_of[i] for i in written_after}
+        assert len(lost) <= 40, f"seed {seed}: {len(lost)} answers lost at a kill, more than were in flight"
         _assert_not_sent_again(log, log_offset, {digest_of[i] for i in written_before})
     written_before = _ids_written(out)
     log_offset = log.stat().st_size
@@ -338,14 +350,21 @@ def test_killed_at_random_points_resumed_each_time_nothing_lost_nothing_sent_twi
     assert final.returncode == 0, stderr
     _assert_not_sent_again(log, log_offset, {digest_of[i] for i in written_before})
     assert_each_id_once_and_right(out, records)
-    assert kills == 4, f"seed {seed}"
+    assert _answered(log, 0) == set(digest_of.values())
 
 
-def _kill_when(out: Path, at_least: int, process: subprocess.Popen[str]) -> None:
+def _answered(log: Path, offset: int) -> set[str]:
+    """The prompts the fake answered, from `offset` in its log on."""
+    with log.open("rb") as file:
+        file.seek(offset)
+        return {entry["prompt"] for entry in map(json.loads, file) if entry["outcome"] == 200}
+
+
+def _kill_when(out: Path, at_least: int, process: subprocess.Popen[str], after_s: float) -> None:
     # A timer thread, not a sleep: the kill lands wherever the run happens to be, mid-write included.
     try:
         wait_for_lines(out, at_least, timeout_s=60)
-        threading.Timer(0.0, process.kill).start()
+        threading.Timer(after_s, process.kill).start()
         process.wait(timeout=10)
     finally:
         if process.poll() is None:

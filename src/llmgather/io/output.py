@@ -225,19 +225,3 @@ def _read_pid(fd: int) -> int | None:
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None
-
-
-_opened: dict[Path | None, OutputFile] = {}
-"""Transitional: outputs `open_output` opened, waiting for `ResultWriter` to take them."""
-
-
-def open_output(path: Path, *, resume: bool, retry_failed: bool = False, overwrite: bool = False) -> ResumeState:
-    """Transitional, for callers not yet on `OutputFile`: open (and lock) `path`; `ResultWriter(path)` then
-    writes to it and its `close` releases the lock."""
-    output = OutputFile.open(path, resume=resume, retry_failed=retry_failed, overwrite=overwrite)
-    _opened[path] = output
-    return output.state
-
-
-def claim_opened(path: Path | None) -> OutputFile | None:
-    return _opened.pop(path, None)

@@ -12,7 +12,6 @@ import json
 import os
 import stat
 import sys
-from pathlib import Path
 from typing import IO
 
 from llmgather.errors import OutputError
@@ -132,24 +131,3 @@ def _silence_stdout() -> None:
         os.close(devnull)
     except (AttributeError, OSError, ValueError):
         pass
-
-
-class ResultWriter:
-    """Transitional: the old `open_output` + `ResultWriter(path, append=True)` pair, now over `OutputFile`
-    (so that it holds the lock `open_output` took). Remove once the run path uses `OutputFile` directly."""
-
-    def __init__(self, path: Path | None, *, append: bool = False) -> None:
-        from llmgather.io.output import OutputFile, claim_opened  # here: output imports this module
-
-        self.path = path
-        self._output = claim_opened(path) or OutputFile.open(path, overwrite=not append, resume=append)
-
-    @property
-    def written(self) -> int:
-        return self._output.written
-
-    def write(self, result: Result) -> None:
-        self._output.write(result)
-
-    def close(self) -> None:
-        self._output.close()

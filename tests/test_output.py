@@ -25,7 +25,7 @@ import pytest
 from conftest import FakeServer, read_jsonl, run_cli, start_cli, write_jsonl
 
 from llmgather.errors import InputError, OutputError
-from llmgather.io import OutputFile, open_input, read_results
+from llmgather.io import OutputFile, ResumeState, open_input, read_results
 from llmgather.types import ErrorInfo, Request, Result
 
 MODEL = "openai/fake"
@@ -417,6 +417,30 @@ def test_an_edited_request_with_its_own_id_is_caught_and_legacy_lines_pass(tmp_p
         message = state.mismatch_message(edited, MODEL)
     assert message.startswith(f'in.jsonl:7: id "a" was answered in {out}:1 for a different request;')
     assert "Give each line" not in message
+
+
+def test_a_resume_refused_for_a_changed_input_leaves_the_output_as_it_was(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    asked = [Request.from_prompt(i, f"question {i}", temperature=0) for i in range(3)]
+    with OutputFile.open(out) as output:
+        for request in asked:
+            output.write(Result(id=request.id, model=MODEL, content="x", digest=request.digest()))
+        output.write(result(3, ok=False))
+    with out.open("ab") as file:
+        file.write(b'{"id": 4, "model": "openai/fa')  # and a torn last line
+    before = out.read_bytes()
+    edited = Request.from_prompt(2, "question 2, edited", temperature=0)
+
+    def refuse_changed(state: ResumeState) -> None:
+        if state.mismatch(edited, MODEL):
+            raise InputError(state.mismatch_message(edited, MODEL))
+
+    with pytest.raises(InputError, match=rf"id 2 was answered in {at(out)}:3 for a different request"):
+        OutputFile.open(out, resume=True, retry_failed=True, check=refuse_changed)
+    assert out.read_bytes() == before  # neither the failed line dropped nor the torn one cut: refused means untouched
+    with OutputFile.open(out, resume=True, retry_failed=True, check=lambda state: None) as output:  # lock released
+        assert output.state.failed_to_retry == 1 and output.state.torn_bytes > 0
+    assert [r["id"] for r in lines_of(out)] == [0, 1, 2]  # repaired once the check passed
 
 
 @pytest.mark.parametrize("bad_id", [1.5, True, None, [1], {"n": 1}])

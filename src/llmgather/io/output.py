@@ -18,12 +18,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
 from llmgather.errors import InputError
-from llmgather.io.resume import ResumeState, check_fresh, prepare_resume
+from llmgather.io.resume import ResumeState, check_fresh, prepare_resume, repair_output
 from llmgather.io.writer import LineWriter
 from llmgather.types import Result
 
@@ -51,11 +51,14 @@ class OutputFile:
         retry_failed: bool = False,
         overwrite: bool = False,
         guard: Mapping[str, str | os.PathLike[str] | None] = {},
+        check: Callable[[ResumeState], object] | None = None,
     ) -> OutputFile:
         """Take `path` for this run: continue it (`resume`), replace it (`overwrite`), or start it new.
 
-        `guard` names files the output must not be ({"input": ..., "cache": ...}). Raises InputError, with
-        nothing touched, for anything a person must fix first."""
+        `guard` names files the output must not be ({"input": ..., "cache": ...}). `check` is given what an
+        earlier run did, under the lock and before the file is repaired: what it raises leaves the file as it
+        was (a resume refused because the input changed). Raises InputError, with nothing touched, for
+        anything a person must fix first."""
         if resume and overwrite:
             raise InputError("--resume continues the output and --overwrite replaces it: choose one")
         if path is None:
@@ -70,7 +73,8 @@ class OutputFile:
             return cls(path, ResumeState(), LineWriter(_open_append(path), str(path)), None)
         lock = OutputLock.take(path)
         try:
-            return cls(path, *_prepare(path, resume=resume, retry_failed=retry_failed, overwrite=overwrite), lock)
+            prepared = _prepare(path, resume=resume, retry_failed=retry_failed, overwrite=overwrite, check=check)
+            return cls(path, *prepared, lock)
         except BaseException:
             lock.release()
             raise
@@ -104,14 +108,19 @@ class OutputFile:
         return f"OutputFile({str(self.path) if self.path else _STDOUT!r}, written={self.written})"
 
 
-def _prepare(path: Path, *, resume: bool, retry_failed: bool, overwrite: bool) -> tuple[ResumeState, LineWriter]:
-    """Under the lock: read and repair (resume), or refuse or empty; then open for appending."""
+def _prepare(
+    path: Path, *, resume: bool, retry_failed: bool, overwrite: bool, check: Callable[[ResumeState], object] | None
+) -> tuple[ResumeState, LineWriter]:
+    """Under the lock: read, check and repair (resume), or refuse or empty; then open for appending."""
     # A symlink's target is what is rewritten, so that the link stays a link.
     target = path.resolve() if path.is_symlink() else path
     try:
         if resume:
-            state = prepare_resume(target, retry_failed=retry_failed)
+            state = prepare_resume(target, retry_failed=retry_failed, repair=False)
             state.path = path
+            if check is not None:
+                check(state)
+            repair_output(target, state)
         else:
             check_fresh(target, overwrite=overwrite)
             state = ResumeState(path=path)

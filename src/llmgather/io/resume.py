@@ -39,6 +39,8 @@ class ResumeState:
     failed_to_retry: int = 0
     torn_bytes: int = 0
     """Bytes of a torn last line cut off."""
+    untidy: bool = False
+    """The file holds more than the kept lines (a torn line, superseded or dropped ones): `repair` rewrites it."""
     path: Path | None = None
     """The output these results were read from (for messages)."""
 
@@ -144,7 +146,8 @@ def read_results(path: Path) -> Iterator[Result]:
 def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> ResumeState:
     """Read an existing output, repair a torn last line, drop what is to be sent again; say what is done.
 
-    With `repair=False` the file is left as it is (for a dry run). Whoever repairs must hold the output's lock.
+    With `repair=False` the file is left as it is (for a dry run, or to `repair` it later). Whoever repairs
+    must hold the output's lock.
     """
     state = ResumeState(path=path)
     if not path.exists():
@@ -169,9 +172,17 @@ def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> Re
             offset += len(line)
     state.succeeded = sum(packed & 1 for ids in kept.values() for packed in ids.values())
     state.failed_kept = state.done - state.succeeded
-    if repair and (state.torn_bytes or state.done != lines):
-        _rewrite(path, sorted(packed >> 2 & _OFFSET_MASK for ids in kept.values() for packed in ids.values()))
+    state.untidy = bool(state.torn_bytes) or state.done != lines
+    if repair:
+        repair_output(path, state)
     return state
+
+
+def repair_output(path: Path, state: ResumeState) -> None:
+    """Rewrite `path` (as `prepare_resume` read it into `state`) to hold the kept lines only, atomically."""
+    if state.untidy:
+        _rewrite(path, sorted(packed >> 2 & _OFFSET_MASK for ids in state.kept.values() for packed in ids.values()))
+        state.untidy = False
 
 
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1

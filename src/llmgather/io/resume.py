@@ -3,6 +3,10 @@
 A run appends whole lines and flushes each, so a crash can leave at most one torn line, the last. Resuming
 cuts it off. Results that are superseded (errors, when they are to be retried) are dropped from the file
 before the run appends again, so the final output holds each (id, model) exactly once.
+
+Each line carries the digest of the request it answers: `ResumeState.mismatch` tells when an id now names
+another request (an input without ids, a line deleted), so that old answers are not kept for new prompts.
+A line that is not a result, or whose id is neither a string nor an integer, is an InputError naming it.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class ResumeState:
     torn_bytes: int = 0
     """Bytes of a torn last line cut off."""
     untidy: bool = False
-    """The file holds more than the kept lines (a torn line, superseded or dropped ones): `repair` rewrites it."""
+    """The file holds more than the kept lines (a torn line, superseded or dropped ones): `repair_output`
+    rewrites it."""
     path: Path | None = None
     """The output these results were read from (for messages)."""
 
@@ -83,22 +88,17 @@ class ResumeState:
         when a run is refused, so no line number is kept for every result."""
         if self.path is None:
             return "the output"
-        found = 0
+        found, text = 0, json.dumps(request_id, ensure_ascii=False).encode()
         try:
             with self.path.open("rb") as file:
                 for number, line in enumerate(file, start=1):
-                    if request_id_text(request_id) in line and line.endswith(b"\n"):
+                    if text in line and line.endswith(b"\n"):  # a cheap filter before parsing
                         record = json.loads(line)
                         same = type(record.get("id")) is type(request_id) and record.get("id") == request_id
                         found = number if same and record.get("model") == model else found
         except (OSError, ValueError):
             found = 0
         return f"{self.path}:{found}" if found else str(self.path)
-
-
-def request_id_text(request_id: RequestId) -> bytes:
-    """What a line holding this id must contain (a cheap filter before parsing it)."""
-    return json.dumps(request_id, ensure_ascii=False).encode()
 
 
 def _numbered(request: Request) -> bool:

@@ -328,11 +328,18 @@ def test_an_output_removed_mid_run_is_an_output_error_not_silently_lost(tmp_path
     folder = tmp_path / "results"
     folder.mkdir()
     output = OutputFile.open(folder / "out.jsonl")
-    output.write(result(1))
+    output.write(result(0))
     shutil.rmtree(folder)
-    with pytest.raises(OutputError, match="deleted"):
-        output.write(result(2))
+    with pytest.raises(OutputError, match=r"out\.jsonl: could not write a result \(the output file was deleted"):
+        for i in range(1, 1000):  # noticed within a few writes (it is checked every so often, not every line)
+            output.write(result(i))
     output.close()
+    assert output.written < 100
+    lone = OutputFile.open(tmp_path / "lone.jsonl")
+    lone.write(result(0))
+    (tmp_path / "lone.jsonl").unlink()
+    with pytest.raises(OutputError, match="deleted"):
+        lone.close()  # or at the end, before the run reports success
 
 
 _TO_STDOUT = """

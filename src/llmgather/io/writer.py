@@ -7,6 +7,7 @@ resume finishes the run. Standard output cannot be cut back; a closed pipe there
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -52,24 +53,14 @@ class LineWriter:
                 assert self._stream is not None
                 self._stream.write(line)
                 self._stream.flush()
-            elif self._regular:
-                self._append(self._fd, line.encode())
             else:
-                _write_all(self._fd, line.encode())
+                if self._regular and self.written % _CHECK_EVERY == 0:
+                    _check_linked(self._fd)
+                _write(self._fd, line.encode(), cut_back=self._regular)
         except OSError as exc:
             self._failed = self._failure(exc)
             raise OutputError(self._failed, path=self.name, cause=exc) from exc
         self.written += 1
-
-    def _append(self, fd: int, line: bytes) -> None:
-        before = os.fstat(fd)
-        if before.st_nlink == 0:  # deleted, or its folder removed: lines written now would vanish at close
-            raise FileNotFoundError(errno.ENOENT, "the output file was deleted (or its folder removed) mid-run")
-        try:
-            _write_all(fd, line)
-        except OSError:
-            _cut_back(fd, before.st_size)
-            raise
 
     def _failure(self, exc: OSError) -> str:
         if isinstance(exc, BrokenPipeError) and not self._owned:
@@ -92,6 +83,7 @@ class LineWriter:
         assert self._fd is not None
         try:
             if self._regular and self._failed is None:
+                _check_linked(self._fd)
                 os.fsync(self._fd)  # "written" means on disk, not in the page cache of a machine that may lose power
         except OSError as exc:
             self._failed = f"could not flush the results to disk ({exc.strerror or exc})"
@@ -100,20 +92,28 @@ class LineWriter:
             os.close(self._fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        count = os.write(fd, view)  # a short count at a size limit; the next call then says why
-        view = view[count:]
+_CHECK_EVERY = 64
+"""Writes between checks that the output still has a name (a syscall each: not on every line)."""
 
 
-def _cut_back(fd: int, size: int) -> None:
-    """Remove the part of a line that reached the file. If that fails too, a resume cuts off the torn line."""
+def _check_linked(fd: int) -> None:
+    if os.fstat(fd).st_nlink == 0:  # deleted, or its folder removed: what is written now vanishes at close
+        raise FileNotFoundError(errno.ENOENT, "the output file was deleted (or its folder removed) mid-run")
+
+
+def _write(fd: int, data: bytes, *, cut_back: bool) -> None:
+    """Write all of `data`; if that fails, remove the part of it that reached the file (`cut_back`). Should
+    cutting back fail too, the line is torn at the end of the file, and a resume cuts it off."""
+    sent = 0
     try:
-        if os.fstat(fd).st_size > size:
-            os.ftruncate(fd, size)
+        sent = os.write(fd, data)
+        while sent < len(data):  # a short count at a size limit or a full disk: the next call says why
+            sent += os.write(fd, memoryview(data)[sent:])
     except OSError:
-        pass
+        if cut_back and sent:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - sent)
+        raise
 
 
 def _fileno(stream: IO[str]) -> int | None:

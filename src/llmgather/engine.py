@@ -23,16 +23,14 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
-    Mapping,
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from llmgather.backends.base import Backend
-from llmgather.budget import Budget, to_units
+from llmgather.budget import Budget
 from llmgather.errors import (
-    ConnectError,
     FatalError,
     ModelNotFoundError,
     PermanentError,
@@ -40,19 +38,16 @@ from llmgather.errors import (
     RequestError,
     RequestTimeout,
     RunStopped,
-    ServerError,
     TransientError,
 )
 from llmgather.limits import Limiter, LimiterStats, Limits, TokenEstimator
 from llmgather.limits.breaker import CircuitBreaker
-from llmgather.limits.limiter import Ticket
+from llmgather.limits.gate import BudgetSpent, CostFn, DeadlinePassed, Gate
 from llmgather.limits.tokens import tiktoken_counter
 from llmgather.retry import RetryPolicy
 from llmgather.stats import LatencyHistogram
-from llmgather.types import ErrorInfo, Request, Response, Result, Usage
+from llmgather.types import ErrorInfo, Request, Response, Result
 
-CostFn = Callable[[Usage], float | None]
-T = TypeVar("T")
 _DONE = object()
 NOT_FOUND_IS_FATAL = 3
 """404s with no success yet that say the endpoint itself is wrong (a bad API base): the run stops."""
@@ -79,21 +74,6 @@ class ResultCache(Protocol):
 
 class _Halted(Exception):
     """A request reached the wire after the run began to stop: it is not sent."""
-
-
-class _DeadlinePassed(Exception):
-    """The request's deadline passed while it waited to be sent: it fails without another attempt."""
-
-
-@dataclass(slots=True)
-class _Admitted:
-    """What an attempt took on its way to being sent, to give back however it ends."""
-
-    probe: bool = False
-    held: int = 0
-    """Nano-dollars of the budget held until the answer comes."""
-    tokens: int = 0
-    ticket: Ticket | None = None
 
 
 class _FailedAttempt(Exception):
@@ -189,10 +169,18 @@ class Engine:
         self._budget = budget
         self._fallbacks = tuple(fallbacks)
         self._estimator = TokenEstimator(tiktoken_counter(self.model))
+        self._gate = Gate(
+            self.limits.concurrency,
+            self._limiter,
+            self._breaker,
+            self._estimator,
+            budget=budget,
+            cost=cost,
+            clock=clock,
+        )
         self._rng = rng or random.Random()
         self._clock = clock
         self._sleep = sleep
-        self._inflight = asyncio.Semaphore(self.limits.concurrency)
         self._live = asyncio.Semaphore(2 * self.limits.concurrency)
         self._tally = _Tally()
         self._started = clock()
@@ -354,7 +342,7 @@ class Engine:
                 response, latency_s = await self._attempt(request, deadline)
             except _Halted:
                 return None
-            except _DeadlinePassed:
+            except DeadlinePassed:
                 late = self._too_late(error, failed_attempts)
                 return self._failure(request, late, failed_attempts, latency_s, refused)
             except _FailedAttempt as failed:
@@ -389,124 +377,41 @@ class Engine:
         """One attempt, after admission. Returns the response and how long the provider took to give it."""
         waiting = self._wait_begins()
         try:
-            # Not bounded by a timer (one per request would cost every saturated run): those holding slots
-            # are bounded by their own deadlines, and a slot taken too late is checked before sending.
-            await self._inflight.acquire()
-        except BaseException:
-            self._waiting.discard(waiting)
-            raise
-        try:
-            try:
-                admitted = await self._admit(request, deadline)
-            finally:
-                self._waiting.discard(waiting)
-            return await self._send(request, admitted, deadline)
+            admission = await self._gate.enter(request, deadline)
+        except BudgetSpent:
+            self.stop(StopReason.BUDGET)
+            raise _Halted from None
         finally:
-            self._inflight.release()
-
-    async def _admit(self, request: Request, deadline: float) -> _Admitted:
-        """Wait for the breaker, the budget and the limiter, each no later than the deadline; what was taken is
-        given back if this is cancelled. The awaits are skipped when there is nothing to wait for: they cost a
-        little on every request."""
-        limiter, breaker, budget = self._limiter, self._breaker, self._budget
-        admitted = _Admitted()
-        try:
-            if breaker.is_open:
-                if breaker.reopens_at >= deadline:
-                    raise _DeadlinePassed  # the next probe goes too late for this request: fail it now
-                admitted.probe = await self._before(deadline, breaker.admit())
-            if budget is not None:
-                admitted.held = await self._take_budget(budget, request, deadline)
-            if limiter.awaiting_first_answer:
-                await self._before(deadline, limiter.known())
-            admitted.tokens = tokens = self._estimator.estimate(request) if limiter.counts_tokens else 0
-            admitted.ticket = limiter.admit_now(tokens) or await self._before(deadline, limiter.admit(tokens))
-        except BaseException:
-            breaker.abandon(probe=admitted.probe)
-            if budget is not None:
-                budget.release(admitted.held)
-            raise
-        return admitted
-
-    async def _before(self, deadline: float, waiting: Awaitable[T]) -> T:
-        """`waiting`'s result, or `_DeadlinePassed` if it comes no sooner than `deadline`."""
-        if deadline == math.inf:
-            return await waiting
-        try:
-            async with asyncio.timeout(deadline - self._clock()):
-                return await waiting
-        except TimeoutError:
-            raise _DeadlinePassed from None
-
-    async def _send(self, request: Request, admitted: _Admitted, deadline: float) -> tuple[Response, float]:
-        limiter, ticket, probe = self._limiter, admitted.ticket, admitted.probe
-        assert ticket is not None
-        headers: Mapping[str, str] = {}
-        ok = rate_limited = False
-        outage: RequestError | None = None  # for the breaker: the error, when this attempt failed as in an outage
-        settled = False  # for the breaker: False while the attempt has said nothing (cancelled, or never sent)
+            self._waiting.discard(waiting)
+        response: Response | None = None
+        error: RequestError | None = None
         try:
             if self._stopping:  # stopped while this request waited for its slot: leave it for a resume
                 raise _Halted
             sent_at = self._clock()
             if sent_at >= deadline:
-                raise _DeadlinePassed
+                raise DeadlinePassed
             self._tally.in_flight += 1
-            limiter.sending(ticket)
+            self._gate.sending(admission)
             timeout_s = min(self._timeout_s, deadline - sent_at)
             try:
                 async with asyncio.timeout(timeout_s):
                     response = await self.backend.send(request)
             except Exception as exc:
                 error = self._classify(exc, timeout_s)
-                headers, rate_limited = error.headers, isinstance(error, RateLimitError)
-                settled = True
-                if isinstance(error, ServerError | ConnectError | RequestTimeout):
-                    outage = error
                 raise _FailedAttempt(error, self._clock() - sent_at) from exc
             finally:
                 self._tally.in_flight -= 1
-            headers, ok, settled = response.headers, True, True
         finally:
-            # Every admitted attempt reports back, cancelled ones too: the first one may be the probe.
-            limiter.observe(headers, ok=ok)
-            if self._budget is not None:
-                self._budget.release(admitted.held)  # what it cost is charged as the answer is taken
-            if not ok:
-                limiter.settle(ticket, None, rate_limited=rate_limited)
-            if settled:
-                self._breaker.record(outage=outage, probe=probe)
-            else:
-                self._breaker.abandon(probe=probe)
-        latency_s = self._clock() - sent_at
-        limiter.settle(ticket, _counted_tokens(request, response, admitted.tokens))
-        return response, latency_s
+            self._gate.settle(admission, request, response, error)
+        assert response is not None
+        return response, self._clock() - sent_at
 
     def _wait_begins(self) -> asyncio.Task[object]:
         """Mark the current task as waiting to send, so that a stop ends it; the caller unmarks it."""
         task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
         self._waiting.add(task)
         return task
-
-    async def _take_budget(self, budget: Budget, request: Request, deadline: float) -> int:
-        """Count the request against the budget and hold its estimated cost; `_Halted` if it cannot go."""
-        held = to_units(self._estimated_cost(request))
-        taken = budget.try_take_units(held)
-        if taken is None:  # it may fit once what is in flight settles
-            held_or_none = await self._before(deadline, budget.take(lambda: self._estimated_cost(request)))
-            taken = held_or_none is not None
-            held = held_or_none or 0
-        if not taken:
-            self.stop(StopReason.BUDGET)
-            raise _Halted
-        return held
-
-    def _estimated_cost(self, request: Request) -> float:
-        if self._cost is None or self._budget is None or self._budget.max_cost_usd is None:
-            return 0.0
-        estimator = self._estimator
-        expected = Usage(estimator.prompt_tokens(request), estimator.expected_completion(request))
-        return self._cost(expected) or 0.0
 
     def _not_found_yet(self, error: RequestError) -> FatalError | None:
         """A 404 before any success: None to try again, or, once it is the rule, the endpoint is wrong."""
@@ -540,7 +445,6 @@ class Engine:
             return RequestTimeout(f"no answer within {timeout_s:.3g} s")
         if isinstance(exc, RateLimitError):
             self._tally.rate_limited += 1
-            self._limiter.on_rate_limited(exc.retry_after)
             return exc
         if isinstance(exc, RequestError):
             return exc
@@ -560,7 +464,6 @@ class Engine:
         if usage is not None:
             tally.prompt_tokens += usage.prompt_tokens
             tally.completion_tokens += usage.completion_tokens
-            self._estimator.observe(request, usage)
             if self._cost is not None:
                 cost = self._cost(usage)
                 if cost is not None:
@@ -653,15 +556,6 @@ class Engine:
         if reason is StopReason.INPUT or reason is StopReason.OUTPUT:
             return f"an {reason} error"
         return reason
-
-
-def _counted_tokens(request: Request, response: Response, estimate: int) -> int:
-    """The tokens a provider counts against its limit: the prompt, and the completion budget if one was set."""
-    usage = response.usage
-    if usage is None:
-        return estimate
-    budget = request.completion_budget()
-    return usage.prompt_tokens + (budget if budget is not None else usage.completion_tokens)
 
 
 async def _each(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:

@@ -1,0 +1,165 @@
+"""One admission: a concurrency slot, the breaker's leave (as the probe, when it is open), the budget's hold and
+the limiter's ticket, taken in `enter` and given back in `settle`, however the attempt ends.
+
+Every wait is bounded by the request's deadline. The awaits are skipped when there is nothing to wait for:
+each costs a little on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from llmgather.budget import Budget, to_units
+from llmgather.errors import ConnectError, RateLimitError, RequestError, RequestTimeout, ServerError
+from llmgather.limits.breaker import CircuitBreaker
+from llmgather.limits.limiter import Limiter, Ticket
+from llmgather.limits.tokens import TokenEstimator
+from llmgather.types import Request, Response, Usage
+
+T = TypeVar("T")
+CostFn = Callable[[Usage], float | None]
+
+
+class DeadlinePassed(Exception):
+    """The request's deadline passed, or would have, before it could be admitted."""
+
+
+class BudgetSpent(Exception):
+    """The run's budget cannot cover this request: nothing more goes."""
+
+
+@dataclass(slots=True)
+class Admission:
+    """What one attempt took on its way to being sent, to give back however it ends."""
+
+    probe: bool = False
+    held: int = 0
+    """Nano-dollars of the budget held until the answer comes."""
+    tokens: int = 0
+    ticket: Ticket | None = None
+
+
+class Gate:
+    def __init__(
+        self,
+        concurrency: int,
+        limiter: Limiter,
+        breaker: CircuitBreaker,
+        estimator: TokenEstimator,
+        *,
+        budget: Budget | None = None,
+        cost: CostFn | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limiter = limiter
+        self.breaker = breaker
+        self.estimator = estimator
+        self.budget = budget
+        self._cost = cost if budget is not None and budget.max_cost_usd is not None else None
+        self._clock = clock
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def enter(self, request: Request, deadline: float) -> Admission:
+        """Take a slot, then wait for the breaker, the budget and the limiter, each no later than `deadline`.
+        Raises `DeadlinePassed` or `BudgetSpent`; what was taken is given back if this fails or is cancelled.
+
+        The wait for a slot has no timer (one per request would cost every saturated run): those holding the
+        slots are bounded by their own deadlines, and the caller checks the deadline again before sending."""
+        await self._slots.acquire()
+        limiter, breaker, budget = self.limiter, self.breaker, self.budget
+        admission = Admission()
+        try:
+            if breaker.is_open:
+                if breaker.reopens_at >= deadline:
+                    raise DeadlinePassed  # the next probe goes too late for this request: fail it now
+                admission.probe = await self._before(deadline, breaker.admit())
+            if budget is not None:
+                admission.held = await self._hold(budget, request, deadline)
+            if limiter.awaiting_first_answer:
+                await self._before(deadline, limiter.known())
+            admission.tokens = tokens = self.estimator.estimate(request) if limiter.counts_tokens else 0
+            admission.ticket = limiter.admit_now(tokens) or await self._before(deadline, limiter.admit(tokens))
+        except BaseException:
+            breaker.abandon(probe=admission.probe)
+            if budget is not None:
+                budget.release(admission.held)
+            self._slots.release()
+            raise
+        return admission
+
+    def sending(self, admission: Admission) -> None:
+        """The admitted attempt goes on the wire now."""
+        assert admission.ticket is not None
+        self.limiter.sending(admission.ticket)
+
+    def settle(
+        self, admission: Admission, request: Request, response: Response | None, error: RequestError | None
+    ) -> None:
+        """The attempt is over: answered (`response`), failed (`error`), or never sent or cut off (neither).
+        Every admitted attempt reports back, cancelled ones too: the first one may be the probe."""
+        limiter, ticket = self.limiter, admission.ticket
+        assert ticket is not None
+        self._slots.release()
+        if self.budget is not None:
+            self.budget.release(admission.held)  # what it cost is charged as the answer is taken
+        if response is not None:
+            limiter.observe(response.headers, ok=True)
+            self.breaker.record(outage=None, probe=admission.probe)
+            limiter.settle(ticket, _counted_tokens(request, response, admission.tokens))
+            if response.usage is not None:
+                self.estimator.observe(request, response.usage)
+            return
+        if error is None:
+            limiter.observe({}, ok=False)
+            limiter.settle(ticket, None)
+            self.breaker.abandon(probe=admission.probe)
+            return
+        rate_limited = isinstance(error, RateLimitError)
+        if rate_limited:
+            limiter.on_rate_limited(error.retry_after)
+        limiter.observe(error.headers, ok=False)
+        limiter.settle(ticket, None, rate_limited=rate_limited)
+        outage = error if isinstance(error, ServerError | ConnectError | RequestTimeout) else None
+        self.breaker.record(outage=outage, probe=admission.probe)
+
+    async def _before(self, deadline: float, waiting: Awaitable[T]) -> T:
+        """`waiting`'s result, or `DeadlinePassed` if it comes no sooner than `deadline`."""
+        if deadline == math.inf:
+            return await waiting
+        try:
+            async with asyncio.timeout(deadline - self._clock()):
+                return await waiting
+        except TimeoutError:
+            raise DeadlinePassed from None
+
+    async def _hold(self, budget: Budget, request: Request, deadline: float) -> int:
+        """Count the request against the budget and hold its estimated cost (in nano-dollars)."""
+        held = to_units(self._estimated_cost(request))
+        taken = budget.try_take_units(held)
+        if taken is None:  # it may fit once what is in flight settles
+            units = await self._before(deadline, budget.take(lambda: self._estimated_cost(request)))
+            taken, held = units is not None, units or 0
+        if not taken:
+            raise BudgetSpent
+        return held
+
+    def _estimated_cost(self, request: Request) -> float:
+        if self._cost is None:
+            return 0.0
+        estimator = self.estimator
+        expected = Usage(estimator.prompt_tokens(request), estimator.expected_completion(request))
+        return self._cost(expected) or 0.0
+
+
+def _counted_tokens(request: Request, response: Response, estimate: int) -> int:
+    """The tokens a provider counts against its limit: the prompt, and the completion budget if one was set."""
+    usage = response.usage
+    if usage is None:
+        return estimate
+    budget = request.completion_budget()
+    return usage.prompt_tokens + (budget if budget is not None else usage.completion_tokens)

@@ -380,6 +380,15 @@ def test_a_closed_pipe_on_standard_output_is_one_output_error_and_no_noise() -> 
 def test_resume_needs_a_file() -> None:
     with pytest.raises(InputError, match="--resume needs the output file"):
         OutputFile.open(None, resume=True)
+    with pytest.raises(InputError, match="not a regular file"):
+        OutputFile.open(Path(os.devnull), resume=True)
+
+
+def test_a_device_as_output_is_written_as_a_stream_neither_locked_nor_emptied() -> None:
+    with OutputFile.open(Path(os.devnull)) as output:  # `-o /dev/null`: the summary without the results
+        output.write(result(1))
+        assert output.written == 1
+    assert not Path(os.devnull).with_name(".null.lock").exists()
 
 
 # --- resume: the input must still mean what the output answered ------------------------------------------------

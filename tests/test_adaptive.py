@@ -1,4 +1,4 @@
-"""Learning limits, on a fake clock: headers, AIMD, the probe, one step down per burst of 429s."""
+"""Learning limits, on a fake clock: headers, AIMD, the first answer, one step down per burst of 429s."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from llmgather.limits.adaptive import (
     ProviderLimits,
     limits_from_headers,
 )
-from llmgather.limits.limiter import INITIAL_WINDOW
+from llmgather.limits.learning import INITIAL_WINDOW
 
 OPENAI = {
     "x-ratelimit-limit-requests": "6000",

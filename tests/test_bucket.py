@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmgather.limits import Limiter, TokenBucket
-from llmgather.limits.limiter import ARRIVAL_SLACK_S, HEADROOM
+from llmgather.limits.queue import ARRIVAL_SLACK_S, HEADROOM
 
 
 class FakeClock:

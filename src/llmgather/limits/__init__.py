@@ -1,7 +1,7 @@
 """Admission control: how many requests and tokens may go out, and when."""
 
 from llmgather.limits.bucket import TokenBucket
-from llmgather.limits.limiter import Limiter, LimiterStats, Limits, Ticket
+from llmgather.limits.queue import Limiter, LimiterStats, Limits, Ticket
 from llmgather.limits.tokens import TokenEstimator
 
 __all__ = ["Limiter", "LimiterStats", "Limits", "Ticket", "TokenBucket", "TokenEstimator"]

@@ -17,7 +17,7 @@ from typing import TypeVar
 from llmgather.budget import Budget, to_units
 from llmgather.errors import ConnectError, RateLimitError, RequestError, RequestTimeout, ServerError
 from llmgather.limits.breaker import CircuitBreaker
-from llmgather.limits.limiter import Limiter, Ticket
+from llmgather.limits.queue import Limiter, Ticket
 from llmgather.limits.tokens import TokenEstimator
 from llmgather.types import Request, Response, Usage
 

@@ -1,24 +1,22 @@
-"""Admission for one endpoint and model: a request budget, a token budget, one shared cool-down.
+"""The admission queue for one endpoint and model: who goes next, in arrival order, woken by one timer.
 
-The budgets pace at the user's limits, or at what the provider's headers announce, or, when neither is
-known, at what its 429s teach (see `adaptive`). With no limit given, the first answer's headers say what
-the limits are; until it comes, at most `INITIAL_WINDOW` requests go. Holding all but one back would cost
-every run a full round trip; letting all of `concurrency` go blind could be a burst of 429s. With a token
-budget given, one request goes first: its answer says how long completions run, for estimating the rest.
+A request goes when the request budget, the token budget, their one-second windows and the shared cool-down
+all allow it. The budgets pace at the user's limits, or at what the provider's headers announce, or, when
+neither is known, at what its 429s teach: what the answers teach is `learning`'s; the queue applies it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from llmgather.limits.adaptive import Aimd, AnswerShare, limits_from_headers
+from llmgather.limits.adaptive import Aimd
 from llmgather.limits.bucket import TokenBucket
+from llmgather.limits.learning import Learner
 from llmgather.limits.window import SlidingWindow, WindowEntry
 
 # Requests arrive at the provider a little after we let them go, and not all equally late. The one-second
@@ -31,13 +29,6 @@ HEADROOM = 1.0 / (1.0 + ARRIVAL_SLACK_S)
 # The bucket keeps the pace over minutes and spreads requests out; the window keeps every second exact.
 # So the bucket may save up a little, in seconds of rate, to use what a held-back second left over.
 BURST_S = 0.25
-# A burst of 429s from one moment is one signal, not many: step down at most this often.
-DECREASE_EVERY_S = 1.0
-SEND_RATE_WINDOW_S = 10.0
-# Requests let go before any answer has told the limits. Providers quantize a per-minute limit to the
-# second (6,000 rpm is 100 a second), so this many fit any limit from 6,000 rpm up; under a smaller one the
-# excess is refused once, and those 429s carry the headers that teach the limit.
-INITIAL_WINDOW = 100
 
 
 @dataclass(slots=True)
@@ -96,39 +87,27 @@ class Limiter:
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self._learn = learn
-        self._request_rate = Aimd(rpm)
-        self._token_rate = Aimd(tpm)
+        self._learner = learner = Learner(rpm, tpm, learn=learn, clock=clock)
+        self._request_rate: Aimd = learner.requests
+        self._token_rate: Aimd = learner.tokens
         self._requests: TokenBucket | None = None
         self._tokens: TokenBucket | None = None
         self._request_window: SlidingWindow | None = None
         self._token_window: SlidingWindow | None = None
-        self._sent: deque[tuple[float, int]] = deque()
         self._apply_rates()
-        self._resume_at = 0.0
-        self._cool_downs = 0
-        self._last_decrease = -math.inf
-        self._last_429 = -math.inf
-        self._answers = AnswerShare()
-        self._last_growth = clock()
         self._queue: deque[_Waiter] = deque()
         self._waker: asyncio.Task[None] | None = None
-        # The first answer is awaited when it is needed to pace the rest: the limits were not given (then
-        # INITIAL_WINDOW requests go before it), or a token budget needs to know how long completions run
-        # (then one goes).
-        self._probing = (learn and rpm is None and tpm is None) or tpm is not None
-        self._blind_left = 1 if tpm is not None else INITIAL_WINDOW
-        self._probe_answered = asyncio.Event()
 
     @property
     def counts_tokens(self) -> bool:
         """Whether requests must say their token estimate: when a token budget is in force, or may still be
         learned from the first answer (what went before it is counted once it is)."""
-        return self._tokens is not None or (self._learn and self._probing)
+        learner = self._learner
+        return self._tokens is not None or (learner.learn and learner.awaiting_first_answer)
 
     @property
     def awaiting_first_answer(self) -> bool:
-        return self._probing
+        return self._learner.awaiting_first_answer
 
     def admit_now(self, tokens: int) -> Ticket | None:
         """A ticket at once if nobody waits and the budgets allow; None means `await admit(tokens)`."""
@@ -138,8 +117,8 @@ class Limiter:
 
     async def known(self) -> None:
         """Wait, if no limits were given, until the first answer has said what they are."""
-        if self._probing:
-            await self._wait_for_probe()
+        if self._learner.awaiting_first_answer:
+            await self._learner.first_answer()
 
     async def admit(self, tokens: int) -> Ticket:
         """Wait until one request of about `tokens` tokens may be sent. Waiters are admitted in arrival order.
@@ -175,11 +154,11 @@ class Limiter:
             ticket.request_entry = self._request_window.add(1)
         if self._token_window is not None:
             ticket.token_entry = self._token_window.add(tokens)
-        self._note_sent(tokens)
+        self._learner.note_sent(tokens)
         return ticket
 
     def _delay(self, tokens: int) -> float:
-        delay = self._resume_at - self._clock()
+        delay = self._learner.resume_at - self._clock()
         if self._requests is not None:
             delay = max(delay, self._requests.wait_for(1))
         if self._tokens is not None:
@@ -227,47 +206,15 @@ class Limiter:
 
     def observe(self, headers: Mapping[str, str], *, ok: bool) -> None:
         """An attempt ended: learn what its answer's headers announce; a clean answer lets the rate grow."""
-        if self._learn and headers:
-            announced = limits_from_headers(headers)
-            if announced is not None:
-                if announced.rpm is not None:
-                    self._request_rate.learn(announced.rpm)
-                if announced.tpm is not None:
-                    self._token_rate.learn(announced.tpm)
-        if ok:
-            now = self._clock()
-            self._answers.add(now, refused=False)
-            clean_s = now - max(self._last_growth, self._last_decrease)
-            if clean_s > 0.05:  # grow in small steps, not on every answer
-                since_decrease_s = now - self._last_decrease
-                self._request_rate.increase(clean_s, since_decrease_s)
-                self._token_rate.increase(clean_s, since_decrease_s)
-                self._last_growth = now
+        self._learner.answered(headers, ok=ok)
         self._apply_rates()
         if self._queue:
             self._wake()
-        if self._probing:
-            self._probing = False
-            self._probe_answered.set()
 
     def on_rate_limited(self, retry_after: float | None) -> None:
         """A 429: hold every request until Retry-After passes, and step the rates down."""
-        if retry_after is not None:
-            self.cool_down(retry_after)
-        now = self._clock()
-        self._answers.add(now, refused=True)
-        previous, self._last_429 = self._last_429, now
-        if now - self._last_decrease < DECREASE_EVERY_S:
-            return
-        if self._request_rate.ceiling is not None and now - previous > DECREASE_EVERY_S:
-            # Under a known limit a lone 429 is arrival jitter at the edge of the window: the cool-down
-            # is enough. 429s that come again within a second mean the limit is not all ours.
-            return
-        self._last_decrease = now
-        self._request_rate.decrease(self._sent_per_minute(now), self._answers.accepted())
-        if self._token_rate.rate is not None:
-            self._token_rate.decrease(self._token_rate.rate)
-        self._apply_rates()
+        if self._learner.refused(retry_after):
+            self._apply_rates()
 
     def sending(self, ticket: Ticket) -> None:
         """The admitted request goes on the wire now. Admission may have been a few milliseconds before
@@ -301,12 +248,7 @@ class Limiter:
 
     def cool_down(self, seconds: float) -> None:
         """Hold every request to this endpoint and model until `seconds` from now (one shared wait)."""
-        now = self._clock()
-        resume_at = now + seconds
-        if resume_at > self._resume_at:
-            if now >= self._resume_at:
-                self._cool_downs += 1
-            self._resume_at = resume_at
+        self._learner.cool_down(seconds)
 
     def stats(self) -> LimiterStats:
         return LimiterStats(
@@ -315,16 +257,9 @@ class Limiter:
             rpm_pace=self._request_rate.rate,
             tpm_pace=self._token_rate.rate,
             waiting=len(self._queue),
-            cool_downs=self._cool_downs,
-            cooling_for_s=max(0.0, self._resume_at - self._clock()),
+            cool_downs=self._learner.cool_downs,
+            cooling_for_s=max(0.0, self._learner.resume_at - self._clock()),
         )
-
-    async def _wait_for_probe(self) -> None:
-        while self._probing:
-            if self._blind_left > 0:
-                self._blind_left -= 1
-                return
-            await self._probe_answered.wait()
 
     def _apply_rates(self) -> None:
         self._requests = _paced(self._requests, self._request_rate.rate, self._clock)
@@ -345,25 +280,10 @@ class Limiter:
         """
         window = SlidingWindow(per_minute / 60.0, span_s=1.0 + ARRIVAL_SLACK_S, clock=self._clock)
         now = self._clock()
-        recent = sum(amount(tokens) for at, tokens in self._sent if at > now - window.span_s)
+        recent = sum(amount(tokens) for at, tokens in self._learner.sent if at > now - window.span_s)
         if recent:
             window.add(recent)
         return window
-
-    def _note_sent(self, tokens: int) -> None:
-        # Kept while a rate is unknown: to seed its window once learned, and to know where to step down
-        # from when a 429 comes first.
-        if self._request_rate.rate is None or self._token_rate.rate is None:
-            now = self._clock()
-            self._sent.append((now, tokens))
-            while self._sent[0][0] < now - SEND_RATE_WINDOW_S:
-                self._sent.popleft()
-
-    def _sent_per_minute(self, now: float) -> float:
-        if len(self._sent) < 2:
-            return float(len(self._sent)) * 60.0
-        span = max(1.0, now - self._sent[0][0])
-        return len(self._sent) / span * 60.0
 
 
 def _paced(bucket: TokenBucket | None, per_minute: float | None, clock: Callable[[], float]) -> TokenBucket | None:

@@ -1,7 +1,13 @@
-"""The scheduler: requests in, results out, as they complete.
+"""The online lane: one model's requests through the gate and the backend, results out as they complete.
 
-It owns concurrency, admission (limits), per-attempt timeouts, retries and cancellation. It knows
-nothing of files or terminals: callers read `stats()` and consume `results()`.
+Admission (a concurrency slot, the circuit breaker, the budget, the rate limits) is `limits.gate`'s; the engine
+sends, times each attempt, classifies what came back, retries or gives up, and stops when told or when an
+answer says no request can succeed. It knows nothing of files or terminals: callers read `stats()` and consume
+`results()`.
+
+Every wait of a request ends by its deadline (`RetryPolicy.deadline_s`, counted from when it first waits to be
+sent): for admission, for an answer, before a retry. A request that cannot be answered by then fails, saying
+what went wrong and that time ran out; against a dead endpoint a run ends in about the deadline.
 
 Memory is bounded by concurrency, not by the number of requests: at most `concurrency` attempts are on
 the wire, and at most twice that many requests are alive at once (sending, waiting to retry, or

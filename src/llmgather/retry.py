@@ -22,8 +22,9 @@ class RetryPolicy:
     so backoff spaces the starts of attempts: time the failed attempt already took (a whole timeout,
     say) counts towards it. The first retry after a dropped connection goes at once: a drop does not
     say the provider wants us to slow down.
-    Only transient errors are retried; at most `max_retries` times, and never past `deadline_s`
-    counted from the request's first attempt. `RetryPolicy.testing()` keeps the rules but drops the waits.
+    Only transient errors are retried; at most `max_retries` times, and never past `deadline_s` counted from
+    when the request first waits to be sent. The engine bounds every other wait by the same deadline (admission,
+    the circuit breaker, the attempt itself). `RetryPolicy.testing()` keeps the rules but drops the waits.
     """
 
     max_retries: int = 5

@@ -33,13 +33,18 @@ def start_run(server: FakeServer, source: Path, out: Path, *args: str) -> subpro
     return start_cli("run", str(source), "-o", str(out), "-m", "openai/fake", "--api-base", server.url, *args)
 
 
-def wait_for_lines(path: Path, at_least: int, timeout_s: float = 30.0) -> int:
+def wait_for_lines(
+    path: Path, at_least: int, timeout_s: float = 30.0, writer: subprocess.Popen[str] | None = None
+) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if path.exists():
-            lines = path.read_bytes().count(b"\n")
-            if lines >= at_least:
-                return lines
+        ended = writer is not None and writer.poll() is not None  # before counting: then the count is final
+        lines = path.read_bytes().count(b"\n") if path.exists() else 0
+        if lines >= at_least:
+            return lines
+        if writer is not None and ended:
+            _, stderr = writer.communicate()
+            raise AssertionError(f"the run ended ({writer.returncode}) short of {at_least} lines: {stderr}")
         time.sleep(0.02)
     raise AssertionError(f"{path} did not reach {at_least} lines in {timeout_s} s")
 
@@ -363,7 +368,7 @@ def _answered(log: Path, offset: int) -> set[str]:
 def _kill_when(out: Path, at_least: int, process: subprocess.Popen[str], after_s: float) -> None:
     # A timer thread, not a sleep: the kill lands wherever the run happens to be, mid-write included.
     try:
-        wait_for_lines(out, at_least, timeout_s=60)
+        wait_for_lines(out, at_least, timeout_s=60, writer=process)
         threading.Timer(after_s, process.kill).start()
         process.wait(timeout=10)
     finally:

@@ -264,11 +264,10 @@ def _run(options: RunOptions) -> int:
             retry_failed=config.retry_failed,
             overwrite=config.overwrite,
             guard=guard,
+            check=lambda earlier: refuse_changed_input(source, config, earlier),
         ) as output:
-            if config.resume:
-                refuse_changed_input(source, config, output.state)
-                if not options.quiet:
-                    click.echo(_resume_line(output.state), err=True)
+            if config.resume and not options.quiet:
+                click.echo(_resume_line(output.state), err=True)
             remaining = max(0, total - output.state.done // len(config.models))
             outcome, cache = eventloop.run(_drive(config, source, output, remaining, options.quiet))
     return _finish(options, config, outcome, cache)

@@ -169,10 +169,10 @@ async def gather(
                     retry_failed=config.retry_failed,
                     overwrite=config.overwrite,
                     guard={"cache": config.cache or (shared_cache.path if shared_cache else None)},
+                    check=lambda earlier: refuse_changed_input(requests, config, earlier),
                 )
             )
             done = output.state
-            refuse_changed_input(requests, config, done)
             for earlier in read_results(config.output):
                 if (earlier.id, earlier.model) in slot:
                     results[slot[earlier.id, earlier.model]] = earlier

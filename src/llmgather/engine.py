@@ -182,6 +182,7 @@ class Engine:
             self._estimator,
             budget=budget,
             cost=cost,
+            deadline_s=self._retry.deadline_s,
             clock=clock,
         )
         self._rng = rng or random.Random()
@@ -442,7 +443,8 @@ class Engine:
         if attempts:
             why = f"the {deadline_s:g} s deadline left no time for another attempt after {attempts}"
         else:
-            why = f"not sent: the endpoint failed every recent attempt until the {deadline_s:g} s deadline"
+            failing_s = self._clock() - self._breaker.open_since
+            why = f"not sent: every attempt has failed for {failing_s:.3g} s, and the deadline is {deadline_s:g} s"
         return type(error)(f"{error.message} ({why})", status=error.status, code=error.code)
 
     def _classify(self, exc: Exception, timeout_s: float) -> RequestError:

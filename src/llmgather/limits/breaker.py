@@ -35,6 +35,7 @@ class CircuitBreaker:
         self._sleep = sleep
         self._recent: deque[bool] = deque(maxlen=WINDOW)  # True: the attempt failed as in an outage
         self._open_until: float | None = None
+        self._opened_at = math.inf
         self._pause_s = FIRST_PAUSE_S
         self._probing = False
         self._probe_done = asyncio.Event()
@@ -50,6 +51,16 @@ class CircuitBreaker:
     def reopens_at(self) -> float:
         """When the next probe may go (in the past while one is out); infinity while the breaker is closed."""
         return self._open_until if self._open_until is not None else math.inf
+
+    @property
+    def open_since(self) -> float:
+        """When the breaker opened and has stayed open since (every probe failing); infinity while closed."""
+        return self._opened_at
+
+    @property
+    def probe_due(self) -> bool:
+        """Open, its pause over and no probe out: the next to come goes as the probe."""
+        return self._open_until is not None and not self._probing and self._open_until <= self._clock()
 
     async def admit(self) -> bool:
         """Wait while the breaker is open; after the pause, one caller goes as the probe (True), the rest wait."""
@@ -73,7 +84,7 @@ class CircuitBreaker:
         if probe:
             self._probing = False
             self._probe_done.set()
-            if outage:
+            if outage is not None:
                 self._pause_s = min(self._pause_s * 2, LONGEST_PAUSE_S)
                 self._open_until = self._clock() + self._pause_s
             else:
@@ -84,7 +95,8 @@ class CircuitBreaker:
         self._recent.append(outage is not None)
         if len(self._recent) == WINDOW and sum(self._recent) >= OPEN_WHEN_FAILED * WINDOW:
             self.openings += 1
-            self._open_until = self._clock() + self._pause_s
+            self._opened_at = self._clock()
+            self._open_until = self._opened_at + self._pause_s
 
     def abandon(self, *, probe: bool) -> None:
         """An admitted attempt was cancelled before it said anything: let another be the probe."""
@@ -94,5 +106,6 @@ class CircuitBreaker:
 
     def _close(self) -> None:
         self._open_until = None
+        self._opened_at = math.inf
         self._pause_s = FIRST_PAUSE_S
         self._recent.clear()

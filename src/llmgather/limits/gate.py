@@ -1,8 +1,10 @@
 """One admission: a concurrency slot, the breaker's leave (as the probe, when it is open), the budget's hold and
 the limiter's ticket, taken in `enter` and given back in `settle`, however the attempt ends.
 
-Every wait is bounded by the request's deadline. The awaits are skipped when there is nothing to wait for:
-each costs a little on every request.
+Every wait is bounded by the request's deadline. While the breaker is open, a request fails at once when the
+next probe would come too late for it, or when the endpoint has failed everything for a whole deadline
+already: then a dead endpoint ends a run of any length in about the deadline, not a deadline per slot-full.
+The awaits are skipped when there is nothing to wait for: each costs a little on every request.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Gate:
         *,
         budget: Budget | None = None,
         cost: CostFn | None = None,
+        deadline_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limiter = limiter
@@ -61,6 +64,7 @@ class Gate:
         self.estimator = estimator
         self.budget = budget
         self._cost = cost if budget is not None and budget.max_cost_usd is not None else None
+        self._deadline_s = math.inf if deadline_s is None else deadline_s
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
 
@@ -75,8 +79,8 @@ class Gate:
         admission = Admission()
         try:
             if breaker.is_open:
-                if breaker.reopens_at >= deadline:
-                    raise DeadlinePassed  # the next probe goes too late for this request: fail it now
+                if breaker.reopens_at >= deadline or self._given_up(breaker):
+                    raise DeadlinePassed
                 admission.probe = await self._before(deadline, breaker.admit())
             if budget is not None:
                 admission.held = await self._hold(budget, request, deadline)
@@ -126,6 +130,10 @@ class Gate:
         limiter.settle(ticket, None, rate_limited=rate_limited)
         outage = error if isinstance(error, ServerError | ConnectError | RequestTimeout) else None
         self.breaker.record(outage=outage, probe=admission.probe)
+
+    def _given_up(self, breaker: CircuitBreaker) -> bool:
+        """Down for a whole deadline: fail what comes, but for the probe when one is due."""
+        return self._clock() - breaker.open_since >= self._deadline_s and not breaker.probe_due
 
     async def _before(self, deadline: float, waiting: Awaitable[T]) -> T:
         """`waiting`'s result, or `DeadlinePassed` if it comes no sooner than `deadline`."""

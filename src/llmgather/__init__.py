@@ -3,12 +3,10 @@
 The names load on first use, so that `import llmgather` (and `llmgather --help`) stays instant.
 """
 
-from __future__ import annotations
-
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from llmgather.backends.function import FunctionBackend
     from llmgather.client import Client, gather, run
     from llmgather.config import ModelConfig
@@ -67,13 +65,18 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'llmgather' has no attribute {name!r}")
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The lazily loaded names too, for completion and help()."""
+    return sorted({*globals(), *_HOMES})
 
 
 __all__ = [

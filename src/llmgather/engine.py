@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from llmgather.backends.base import Backend
+from llmgather.backends.redact import redact
 from llmgather.budget import Budget
 from llmgather.errors import (
     FatalError,
@@ -456,7 +457,7 @@ class Engine:
             return exc
         if isinstance(exc, RequestError):
             return exc
-        return RequestError(f"{type(exc).__name__}: {exc}")
+        return RequestError(redact(f"{type(exc).__name__}: {exc}"))  # a backend's own error may quote anything
 
     # -- outcomes --------------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# LiteLLM, when a test imports it, would otherwise try to fetch its price map from the network for seconds.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 STARTUP_TIMEOUT_S = 20.0
 """How long a fake server may take to say it listens before it is killed as hung."""
 

@@ -103,3 +103,30 @@ def test_a_second_signal_says_how_many_requests_it_cut_off(
     assert process.returncode == 130, stderr
     assert "letting 7 requests in flight finish" in stderr
     assert "7 requests in flight cut off" in stderr
+
+
+def test_an_input_edited_mid_run_stops_every_model_once_and_the_resume_finishes(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    server = fake_server("--latency", "0.1")
+    records = prompts(40, "edit")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    args = ["run", str(source), "-o", str(out), "-m", "openai/a", "-m", "openai/b", "--api-base", server.url]
+    process = start_cli(*args, "--concurrency", "2")
+    deadline = time.monotonic() + 20
+    while (not out.exists() or out.stat().st_size == 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with source.open("a") as more:
+        more.write(json.dumps({"id": "edit-late", "prompt": "edit late"}) + "\n")
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 3, stderr
+    assert stderr.count("the input failed during the run") == 1, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    assert out.read_bytes().endswith(b"\n")
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_jsonl(out)
+    ids = sorted((row["id"], row["model"]) for row in rows)
+    expected = sorted((str(r["id"]), m) for r in [*records, {"id": "edit-late"}] for m in ("openai/a", "openai/b"))
+    assert ids == expected

@@ -69,7 +69,7 @@ class Run:
         self.engines: list[Engine] = []
         self.fallbacks: list[Engine] = []
         self.stopped: list[RunStopped] = []
-        self._drains: list[asyncio.Task[None]] = []
+        self._drains: set[asyncio.Task[None]] = set()
         self.cut_off = 0
 
     async def __aenter__(self) -> Run:
@@ -141,8 +141,10 @@ class Run:
         queue: asyncio.Queue[object] = asyncio.Queue()
         # Results waiting for the consumer are bounded: with no room the engines wait, and so does their input.
         room = asyncio.Semaphore(sum(engine.limits.concurrency for engine in self.engines))
-        self._drains = [asyncio.create_task(self._drain(e, source, skip, queue, room)) for e in self.engines]
-        remaining = len(self._drains)
+        drains = [asyncio.create_task(self._drain(e, source, skip, queue, room)) for e in self.engines]
+        self._drains.update(drains)  # several streams may run at once (agents sharing a Client)
+        stops_before = len(self.stopped)
+        remaining = len(drains)
         try:
             while remaining:
                 item = await queue.get()
@@ -153,11 +155,12 @@ class Run:
                 assert isinstance(item, Result)
                 yield item
         finally:
-            for task in self._drains:
+            for task in drains:
                 task.cancel()
-            await asyncio.gather(*self._drains, return_exceptions=True)
-        if self.stopped:
-            raise self.stopped[0]
+            await asyncio.gather(*drains, return_exceptions=True)
+            self._drains.difference_update(drains)
+        if len(self.stopped) > stops_before:
+            raise self.stopped[stops_before]
 
     async def _drain(
         self,
@@ -176,11 +179,13 @@ class Run:
             finally:
                 await results.aclose()
         except RunStopped as stop:
-            if engine.stop_reason != StopReason.SIGNAL:  # a signal is reported as such, not as a stop
+            # A signal is reported as such, and a stop for the input or the output by whoever saw it first.
+            if engine.stop_reason not in (StopReason.SIGNAL, StopReason.INPUT, StopReason.OUTPUT):
                 self.stopped.append(stop)
         except InputError as error:  # the input changed or broke under the run: stop every model alike
+            if not any(isinstance(stop.cause, InputError) for stop in self.stopped):  # each model reads it
+                self.stopped.append(RunStopped(f"the input failed during the run: {error}", cause=error))
             self.stop(StopReason.INPUT)
-            self.stopped.append(RunStopped(f"the input failed during the run: {error}", cause=error))
         finally:
             queue.put_nowait(_DONE)
 

@@ -227,6 +227,7 @@ def test_a_second_sigint_stops_at_once_and_tears_nothing(
     # Waiting out the answers (60 s) or the grace (120 s) would overrun communicate()'s 30 s.
     assert out.read_bytes() == b""  # nothing answered, nothing half-written
     assert "--resume" in stderr
+    assert "letting 10 requests in flight finish" in stderr and "10 requests in flight cut off" in stderr
 
 
 def test_a_bad_key_stops_after_a_few_requests_naming_model_and_endpoint(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,32 @@ def test_an_async_function_runs_under_the_same_limits_and_retries() -> None:
     assert all(r.attempts == 2 for r in results[:10]) and 1 < peak <= 3
     broken = results[10]
     assert broken.error is not None and broken.attempts == 1 and "KeyError" in broken.error.message
+
+
+def test_a_failing_source_of_prompts_is_raised_not_swallowed(server: FakeServer) -> None:
+    async def prompts() -> AsyncIterator[str]:
+        for i in range(5):
+            yield f"before the failure {i}"
+        raise RuntimeError("the caller's own generator broke")
+
+    async def run() -> list[llmgather.Result]:
+        async with llmgather.Client("openai/fake", api_base=server.url) as client:
+            return [r async for r in client.map(prompts())]
+
+    with pytest.raises(RuntimeError, match="generator broke"):
+        asyncio.run(run())
+
+
+def test_complete_and_map_check_what_they_are_given_as_a_file_line_is_checked(server: FakeServer) -> None:
+    async def ask() -> None:
+        async with llmgather.Client("openai/fake", api_base=server.url) as client:
+            with pytest.raises(llmgather.InputError, match="role"):
+                await client.complete([{"role": "bogus", "content": "hi"}])
+            with pytest.raises(llmgather.InputError, match="max_tokens"):
+                await client.complete("hi", max_tokens=-3)
+            with pytest.raises(llmgather.InputError, match="item 1"):
+                [r async for r in client.map(["fine", {"messages": "not a list"}])]
+
+    asyncio.run(ask())
+    with pytest.raises(llmgather.InputError, match="unknown keyword rmp="):
+        llmgather.run(["x"], model="openai/fake", api_base=server.url, rmp=5)

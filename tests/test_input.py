@@ -21,7 +21,7 @@ import pytest
 from conftest import run_cli, write_jsonl
 
 from llmgather.errors import InputError
-from llmgather.io.reader import JsonlInput, open_input
+from llmgather.io.reader import InputFile, open_input
 
 MODEL = "openai/gpt-4o-mini"
 
@@ -78,7 +78,7 @@ def test_an_unreadable_file_is_an_input_error_naming_it(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(Path, "open", refuse)
     with pytest.raises(InputError, match=r"in\.jsonl: cannot read it: Permission denied"):
-        JsonlInput(path).check()
+        InputFile(path).check()
 
 
 # 2. Bytes that are not UTF-8.
@@ -193,7 +193,7 @@ def test_an_input_is_a_context_manager_whose_spool_has_no_name(tmp_path: Path, m
 
 def test_an_input_appended_to_after_the_check_stops_the_run(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", PROMPTS)
-    source = JsonlInput(path)
+    source = InputFile(path)
     assert source.check() == 2
     with path.open("a") as more:
         more.write(json.dumps({"id": "c", "prompt": "three"}) + "\n")
@@ -203,7 +203,7 @@ def test_an_input_appended_to_after_the_check_stops_the_run(tmp_path: Path) -> N
 
 def test_an_input_edited_in_the_middle_of_the_second_pass_stops_the_run(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", PROMPTS)
-    source = JsonlInput(path)
+    source = InputFile(path)
     source.check()
     requests = iter(source)
     assert next(requests).id == "a"
@@ -214,7 +214,7 @@ def test_an_input_edited_in_the_middle_of_the_second_pass_stops_the_run(tmp_path
 
 def test_a_line_that_no_longer_parses_is_told_as_a_changed_input(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", PROMPTS)
-    source = JsonlInput(path)
+    source = InputFile(path)
     source.check()
     before = path.stat()
     path.write_text(path.read_text().replace('"two"}', '"two"]'))  # same size: only the content tells
@@ -304,7 +304,7 @@ def test_parquet_nested_and_binary_values_become_json(tmp_path: Path) -> None:
         "raw_bytes": b"\xff\x00\x01",
     }
     pq.write_table(pa.Table.from_pylist([row], schema=schema), path)
-    source = JsonlInput(path, kind="parquet")
+    source = InputFile(path, kind="parquet")
     source.check()
     (request,) = list(source)
     assert request.row == {

@@ -52,7 +52,8 @@ def stats(model: str, done: int, **overrides: Any) -> EngineStats:
 
 
 def render(snapshots: list[EngineStats], width: int, height: int = 50, fallbacks: frozenset[str] = frozenset()) -> str:
-    view = Progress(lambda: snapshots, TOTAL, mode="live", stream=io.StringIO(), fallbacks=fallbacks)._render()
+    totals = {snapshot.model: TOTAL for snapshot in snapshots if snapshot.model not in fallbacks}
+    view = Progress(lambda: snapshots, totals, mode="live", stream=io.StringIO())._render()
     console = Console(width=width, height=height, record=True, force_terminal=True, file=io.StringIO())
     console.print(view)
     return console.export_text()
@@ -120,7 +121,9 @@ def test_plain_lines_stay_one_line_per_model_per_tick_and_parseable() -> None:
     out = io.StringIO()
 
     async def three_ticks() -> None:
-        async with Progress(lambda: snapshots, TOTAL, mode="plain", stream=out, plain_every_s=0.01):
+        async with Progress(
+            lambda: snapshots, dict.fromkeys(MODELS, TOTAL), mode="plain", stream=out, plain_every_s=0.01
+        ):
             for _ in range(200):  # bounded: until three ticks are out
                 await asyncio.sleep(0.01)
                 if out.getvalue().count("\n") >= 3 * len(MODELS):

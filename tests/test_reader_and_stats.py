@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from llmgather.errors import InputError
-from llmgather.io.reader import JsonlInput, requests_from
+from llmgather.io.reader import InputFile, requests_from
 from llmgather.stats import LatencyHistogram
 
 
 def test_ids_default_to_the_line_number(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"prompt": "a"}\n\n{"prompt": "b", "temperature": 0}\n')
-    source = JsonlInput(path)
+    source = InputFile(path)
     assert source.check() == 2
     requests = list(source)
     assert [r.id for r in requests] == [1, 3]
@@ -24,14 +24,14 @@ def test_ids_default_to_the_line_number(tmp_path: Path) -> None:
 def test_an_int_id_and_its_string_are_different_ids(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"id": 1, "prompt": "a"}\n{"id": "1", "prompt": "b"}\n')
-    assert JsonlInput(path).check() == 2
+    assert InputFile(path).check() == 2
 
 
 def test_an_empty_input_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text("\n")
     with pytest.raises(InputError, match="no requests"):
-        JsonlInput(path).check()
+        InputFile(path).check()
 
 
 def test_api_input_rejects_repeated_ids() -> None:

@@ -95,11 +95,12 @@ def test_an_input_edited_mid_run_stops_every_model_once_and_the_resume_finishes(
     deadline = time.monotonic() + 20
     while (not out.exists() or out.stat().st_size == 0) and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert out.stat().st_size > 0 and process.poll() is None, "the run must be under way when its input is edited"
     with source.open("a") as more:
         more.write(json.dumps({"id": "edit-late", "prompt": "edit late"}) + "\n")
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 3, stderr
-    assert stderr.count("the input failed during the run") == 1, stderr
+    assert stderr.count("the input changed during the run") == 1, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     assert out.read_bytes().endswith(b"\n")
     resumed = run_cli(*args, "--resume")
@@ -108,3 +109,17 @@ def test_an_input_edited_mid_run_stops_every_model_once_and_the_resume_finishes(
     ids = sorted((row["id"], row["model"]) for row in rows)
     expected = sorted((str(r["id"]), m) for r in [*records, {"id": "edit-late"}] for m in ("openai/a", "openai/b"))
     assert ids == expected
+
+
+def test_a_cache_refused_at_the_start_leaves_the_output_untouched(server: FakeServer, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(3, "kept"))
+    out = tmp_path / "out.jsonl"
+    model = ["-m", "openai/fake", "--api-base", server.url]
+    assert run_cli("run", str(source), "-o", str(out), *model).returncode == 0
+    before = out.read_bytes()
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("not a database, but a file the user cares about\n" * 100)
+    for cache in (not_sqlite, tmp_path / "missing" / "cache.db"):
+        done = run_cli("run", str(source), "-o", str(out), "--overwrite", "--cache", str(cache), *model)
+        assert done.returncode == 2 and str(cache) in done.stderr, done.stderr
+        assert out.read_bytes() == before

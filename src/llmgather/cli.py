@@ -248,7 +248,7 @@ def _at_the_boundary(command: Callable[[], int]) -> int:
 def _run(options: RunOptions) -> int:
     from llmgather import eventloop
     from llmgather.io import OutputFile, open_input
-    from llmgather.runner import refuse_changed_input
+    from llmgather.runner import opened_cache, refuse_changed_input
 
     config = _run_config(options)
     with open_input(options.input_path, template=_template(options)) as source:
@@ -258,34 +258,40 @@ def _run(options: RunOptions) -> int:
             return EXIT_OK
         config.check_keys()  # after the dry run: estimating needs no key
         guard = {"input": source.path, "cache": config.cache}
-        with OutputFile.open(
-            config.output,
-            resume=config.resume,
-            retry_failed=config.retry_failed,
-            overwrite=config.overwrite,
-            guard=guard,
-            check=lambda earlier: refuse_changed_input(source, config, earlier),
-        ) as output:
+        with (
+            opened_cache(config, on_warning=lambda message: _tell(f"warning: {message}")) as cache,
+            OutputFile.open(
+                config.output,
+                resume=config.resume,
+                retry_failed=config.retry_failed,
+                overwrite=config.overwrite,
+                guard=guard,
+                check=lambda earlier: refuse_changed_input(source, config, earlier),
+            ) as output,
+        ):
             if config.resume and not options.quiet:
                 click.echo(_resume_line(output.state), err=True)
-            remaining = max(0, total - output.state.done // len(config.models))
-            outcome, cache = eventloop.run(_drive(config, source, output, remaining, options.quiet))
+            totals = {c.model: max(0, total - output.state.done_for(c.model)) for c in config.models}
+            outcome = eventloop.run(_drive(config, source, output, cache, totals, options.quiet))
     return _finish(options, config, outcome, cache)
 
 
 async def _drive(
-    config: RunConfig, source: Iterable[Request], output: OutputFile, total: int, quiet: bool
-) -> tuple[Outcome, ResponseCache | None]:
+    config: RunConfig,
+    source: Iterable[Request],
+    output: OutputFile,
+    cache: ResponseCache | None,
+    totals: dict[str, int],
+    quiet: bool,
+) -> Outcome:
     """The run on the event loop: the one run path, with this terminal's progress view and signals."""
     from llmgather.progress import Progress
     from llmgather.runner import Run, Signals
 
     mode = "quiet" if quiet else ("live" if sys.stderr.isatty() else "plain")
-    async with Run(config, on_warning=lambda message: _tell(f"warning: {message}")) as run:
-        fallbacks = frozenset(engine.model for engine in run.fallbacks)
-        async with Progress(run.stats, total, mode=mode, stream=sys.stderr, fallbacks=fallbacks):
-            with Signals(run, config.grace_s, _tell):
-                return await run.drive(source, output.write, output.state), run.own_cache
+    async with Run(config, cache=cache) as run, Progress(run.stats, totals, mode=mode, stream=sys.stderr):
+        with Signals(run, config.grace_s, _tell):
+            return await run.drive(source, output.write, output.state)
 
 
 def _tell(message: str) -> None:

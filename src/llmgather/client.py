@@ -1,4 +1,4 @@
-"""The Python API over the one run path (`llmgather.run.Run`): `Client` for many tasks sharing one set of
+"""The Python API over the one run path (`llmgather.runner.Run`): `Client` for many tasks sharing one set of
 limits, and `gather`/`run` for batches. Keywords are checked by the same boundary as the command line's flags
 (`llmgather.config`), so a bad value raises the same `InputError` with the same message."""
 
@@ -16,33 +16,45 @@ from llmgather import eventloop
 from llmgather.backends import Backend
 from llmgather.budget import Budget
 from llmgather.cache import ResponseCache
-from llmgather.config import ModelConfig, RunConfig
+from llmgather.config import MODEL_KEYWORDS, RUN_KEYWORDS, ModelConfig, RunConfig
 from llmgather.engine import Engine, EngineStats
 from llmgather.errors import InputError, RequestError
 from llmgather.io import OutputFile, read_results
-from llmgather.io.reader import request_from_record, requests_from
-from llmgather.runner import Run, refuse_changed_input
+from llmgather.io.reader import request_of, requests_from
+from llmgather.runner import Run, opened_cache, refuse_changed_input
 from llmgather.types import Message, Request, Result
 
 Prompt = str | dict[str, Any] | Request
-
-_MODEL_KEYWORDS = frozenset(
-    {"api_base", "api_key", "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_retries", "deadline", "prices"}
-)
+CacheOption = str | os.PathLike[str] | ResponseCache | None
 
 
 def run_config(
-    model: str | ModelConfig | Sequence[str | ModelConfig], fallbacks: Sequence[str | ModelConfig] = (), **keywords: Any
-) -> RunConfig:
-    """The run that `model=`, `fallbacks=` and the other keywords describe, checked as flags are. A model
-    given as a `ModelConfig` keeps its own endpoint, key and limits; a name takes the keywords'."""
-    settings = {k: keywords.pop(k) for k in list(keywords) if k in _MODEL_KEYWORDS}
+    model: str | ModelConfig | Sequence[str | ModelConfig],
+    fallbacks: Sequence[str | ModelConfig] = (),
+    cache: CacheOption = None,
+    **keywords: Any,
+) -> tuple[RunConfig, ResponseCache | None]:
+    """The run that `model=`, `fallbacks=` and the other keywords describe, checked as flags are, and the
+    cache object the caller shares, if `cache=` is one rather than a path. A model given as a `ModelConfig`
+    keeps its own endpoint, key and limits; a name takes the keywords'."""
+    unknown = sorted(set(keywords) - MODEL_KEYWORDS - RUN_KEYWORDS)
+    if unknown:
+        known = ", ".join(sorted({*MODEL_KEYWORDS, *RUN_KEYWORDS, "cache", "fallbacks", "backend"}))
+        raise InputError(f"unknown keyword {unknown[0]}= (known: {known})")
+    settings = {k: keywords.pop(k) for k in list(keywords) if k in MODEL_KEYWORDS}
+    shared = cache if isinstance(cache, ResponseCache) else None
 
     def config(m: str | ModelConfig) -> ModelConfig:
         return m if isinstance(m, ModelConfig) else ModelConfig.build(m, **settings)
 
     models = [model] if isinstance(model, str | ModelConfig) else list(model)
-    return RunConfig.build([config(m) for m in models], fallbacks=[config(m) for m in fallbacks], **keywords)
+    run = RunConfig.build(
+        [config(m) for m in models],
+        fallbacks=[config(m) for m in fallbacks],
+        cache=None if isinstance(cache, ResponseCache) else cache,
+        **keywords,
+    )
+    return run, shared
 
 
 class Client:
@@ -57,20 +69,23 @@ class Client:
         model: str,
         *,
         backend: Backend | None = None,
-        cache: str | os.PathLike[str] | ResponseCache | None = None,
+        cache: CacheOption = None,
         budget: Budget | None = None,
         **options: Any,
     ) -> None:
-        self.config = run_config(model, cache=None if isinstance(cache, ResponseCache) else cache, **options)
+        self.config, self._shared_cache = run_config(model, cache=cache, **options)
         self._backends = {model: backend} if backend is not None else None
-        self._shared_cache = cache if isinstance(cache, ResponseCache) else None
         self._budget = budget  # shared by every Client given the same one
         self._run: Run | None = None
+        self._opened = contextlib.AsyncExitStack()
         self._ids = itertools.count()
 
     async def __aenter__(self) -> Client:
-        run = Run(self.config, cache=self._shared_cache, budget=self._budget, backends=self._backends)
-        self._run = await run.__aenter__()
+        async with contextlib.AsyncExitStack() as opening:
+            cache = opening.enter_context(opened_cache(self.config, self._shared_cache))
+            run = Run(self.config, cache=cache, budget=self._budget, backends=self._backends)
+            self._run = await opening.enter_async_context(run)
+            self._opened = opening.pop_all()
         return self
 
     async def __aexit__(
@@ -79,9 +94,8 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._run is not None:
-            await self._run.aclose()
-            self._run = None
+        self._run = None
+        await self._opened.aclose()
 
     @property
     def run(self) -> Run:
@@ -97,10 +111,9 @@ class Client:
         """One request. Returns its Result; raises the request's error (an llmgather.Error) if it fails."""
         if isinstance(prompt, Request):
             request = prompt
-        elif isinstance(prompt, str):
-            request = Request.from_prompt(next(self._ids), prompt, **params)
         else:
-            request = Request(id=next(self._ids), messages=prompt, params=params)
+            record = {"prompt": prompt} if isinstance(prompt, str) else {"messages": prompt}
+            request = request_of({**record, **params}, next(self._ids), "complete()")
         result = await self.engine.complete(request)
         if result.error is not None:
             raise (
@@ -116,19 +129,14 @@ class Client:
         return self.run.stream(self._requests(prompts))
 
     async def _requests(self, prompts: Iterable[Prompt] | AsyncIterable[Prompt]) -> AsyncIterator[Request]:
+        """Each prompt as a checked Request; errors name its place in `prompts` (ids come from the client)."""
+        position = itertools.count()
         if isinstance(prompts, AsyncIterable):
             async for prompt in prompts:
-                yield self._request(prompt)
+                yield request_of(prompt, next(self._ids), f"item {next(position)}")
         else:
             for prompt in prompts:
-                yield self._request(prompt)
-
-    def _request(self, prompt: Prompt) -> Request:
-        if isinstance(prompt, Request):
-            return prompt
-        if isinstance(prompt, str):
-            return Request.from_prompt(next(self._ids), prompt)
-        return request_from_record(prompt, next(self._ids))
+                yield request_of(prompt, next(self._ids), f"item {next(position)}")
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
@@ -139,7 +147,6 @@ async def gather(
     *,
     model: str | ModelConfig | Sequence[str | ModelConfig],
     backend: Backend | None = None,
-    cache: str | os.PathLike[str] | ResponseCache | None = None,
     **options: Any,
 ) -> list[Result]:
     """Run every prompt; return one Result per prompt, in input order, failures included.
@@ -152,14 +159,14 @@ async def gather(
     only what an earlier run left unanswered there (and, with `retry_failed=True`, what it failed).
     Raises RunStopped if the run had to stop (bad key, exhausted quota, budget), once every model is done.
     """
-    shared_cache = cache if isinstance(cache, ResponseCache) else None
-    config = run_config(model, cache=None if shared_cache else cache, **options)
+    config, shared_cache = run_config(model, **options)
     requests = requests_from(prompts)
     names = [c.model for c in config.models]
     slot = {(r.id, m): i * len(names) + j for i, r in enumerate(requests) for j, m in enumerate(names)}
     results: list[Result | None] = [None] * len(slot)
     backends = dict.fromkeys(names, backend) if backend is not None else None
     with contextlib.ExitStack() as stack:
+        cache = stack.enter_context(opened_cache(config, shared_cache))  # before the output: see opened_cache
         output = done = None
         if config.output is not None:
             output = stack.enter_context(
@@ -168,7 +175,7 @@ async def gather(
                     resume=config.resume,
                     retry_failed=config.retry_failed,
                     overwrite=config.overwrite,
-                    guard={"cache": config.cache or (shared_cache.path if shared_cache else None)},
+                    guard={"cache": cache.path if cache is not None else None},
                     check=lambda earlier: refuse_changed_input(requests, config, earlier),
                 )
             )
@@ -182,7 +189,7 @@ async def gather(
             if output is not None:
                 output.write(result)
 
-        async with Run(config, cache=shared_cache, backends=backends) as run:
+        async with Run(config, cache=cache, backends=backends) as run:
             outcome = await run.drive(requests, keep, done)
     if outcome.stopped:
         raise outcome.stopped[0]

@@ -36,6 +36,18 @@ def uses_native_backend(model: str, api_base: str | None) -> bool:
     return api_base is not None or model.startswith(NATIVE_PREFIXES) or "/" not in model
 
 
+MODEL_SETTINGS = frozenset(
+    {"api_base", "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_retries", "deadline"}
+)
+"""A model's settings, named alike as flags (`--max-retries`), TOML keys and Python keywords."""
+MODEL_KEYWORDS = MODEL_SETTINGS | {"api_key", "prices"}
+"""`ModelConfig.build`'s keywords: the settings, a key given directly, and prices by model."""
+RUN_KEYWORDS = frozenset(
+    {"output", "resume", "retry_failed", "overwrite", "cache_deterministic_only", "max_cost", "max_requests", "grace"}
+)
+"""`RunConfig.build`'s keywords besides the models."""
+
+
 def _number(name: str, value: Any, *, low: float = 0.0, low_open: bool = True, whole: bool = False) -> float:
     """`value` as a finite number above `low` (or at least it), else an InputError naming `name`."""
     kind = "a whole number" if whole else "a number"
@@ -236,9 +248,7 @@ def _is_openai(model: str, api_base: str | None) -> bool:
 
 # -- the --models TOML file ---------------------------------------------------------------------------
 
-_TOML_KEYS = frozenset(
-    {"name", "api_base", "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_retries", "deadline", "price"}
-)
+_TOML_KEYS = MODEL_SETTINGS | {"name", "price"}
 
 
 def read_model_tables(path: Path) -> list[dict[str, Any]]:
@@ -293,7 +303,7 @@ def configs_from_tables(path: Path, tables: Sequence[dict[str, Any]], defaults: 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
     """One run, checked: the models (each request goes to every one), the fallbacks, the output and the
-    spending limits. The command line and the Python API both build one and hand it to `llmgather.run`."""
+    spending limits. The command line and the Python API both build one and hand it to `runner.Run`."""
 
     models: tuple[ModelConfig, ...]
     fallbacks: tuple[ModelConfig, ...] = ()

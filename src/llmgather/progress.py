@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
@@ -310,16 +310,16 @@ class Progress:
     def __init__(
         self,
         source: StatsSource,
-        total: int,
+        totals: Mapping[str, int],
         *,
         mode: str,
         stream: IO[str],
         plain_every_s: float = 5.0,
-        fallbacks: frozenset[str] = frozenset(),
     ):
+        """`totals`: what each model has to do. A model without one (a fallback, which gets only what the
+        others fail) is shown without a total or an ETA."""
         self._source = source
-        self._total = total
-        self._fallbacks = fallbacks  # their lines have no total: they get only what other models fail
+        self._totals = totals
         self._mode = mode
         self._stream = stream
         self._plain_every_s = plain_every_s
@@ -340,7 +340,7 @@ class Progress:
         return self._rates.setdefault(stats.model, _Rates()).update(stats)
 
     def _total_of(self, stats: EngineStats) -> int | None:
-        return None if stats.model in self._fallbacks else self._total
+        return self._totals.get(stats.model)
 
     async def _plain(self) -> None:
         while True:

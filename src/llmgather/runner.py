@@ -13,9 +13,10 @@ raises `OutputError` (a full disk) stops the run; an input that fails mid-way st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -25,6 +26,7 @@ from llmgather.cache import ResponseCache
 from llmgather.config import ModelConfig, RunConfig
 from llmgather.engine import Engine, EngineStats, ResultCache, StopReason
 from llmgather.errors import InputError, OutputError, RunStopped
+from llmgather.io.reader import InputChanged
 from llmgather.io.resume import ResumeState
 from llmgather.pricing import cost_function
 from llmgather.types import Request, Result
@@ -57,15 +59,11 @@ class Run:
         cache: ResultCache | None = None,
         budget: Budget | None = None,
         backends: Mapping[str, Backend] | None = None,
-        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self._cache = cache
-        self.own_cache: ResponseCache | None = None
-        """The cache this run opened itself (from `config.cache`), kept after closing for its counters."""
         self.budget = budget if budget is not None else _budget(config)
         self._backends = dict(backends or {})
-        self._on_warning = on_warning
         self.engines: list[Engine] = []
         self.fallbacks: list[Engine] = []
         self.stopped: list[RunStopped] = []
@@ -73,8 +71,6 @@ class Run:
         self.cut_off = 0
 
     async def __aenter__(self) -> Run:
-        if self._cache is None and self.config.cache is not None:
-            self._cache = self.own_cache = open_cache(self.config, self._on_warning)
         try:
             self.fallbacks = [self._engine(c) for c in self.config.fallbacks]
             self.engines = [self._engine(c, self.fallbacks) for c in self.config.models]
@@ -91,8 +87,6 @@ class Run:
     async def aclose(self) -> None:
         everyone, self.engines, self.fallbacks = self.everyone, [], []
         await asyncio.gather(*(e.backend.aclose() for e in everyone), return_exceptions=True)
-        if self.own_cache is not None:
-            self.own_cache.close()
 
     def _engine(self, config: ModelConfig, fallbacks: Sequence[Engine] = ()) -> Engine:
         backend = self._backends.get(config.model)
@@ -157,8 +151,11 @@ class Run:
         finally:
             for task in drains:
                 task.cancel()
-            await asyncio.gather(*drains, return_exceptions=True)
+            outcomes = await asyncio.gather(*drains, return_exceptions=True)
             self._drains.difference_update(drains)
+        failed = next((o for o in outcomes if isinstance(o, Exception)), None)
+        if failed is not None:
+            raise failed
         if len(self.stopped) > stops_before:
             raise self.stopped[stops_before]
 
@@ -182,10 +179,13 @@ class Run:
             # A signal is reported as such, and a stop for the input or the output by whoever saw it first.
             if engine.stop_reason not in (StopReason.SIGNAL, StopReason.INPUT, StopReason.OUTPUT):
                 self.stopped.append(stop)
-        except InputError as error:  # the input changed or broke under the run: stop every model alike
-            if not any(isinstance(stop.cause, InputError) for stop in self.stopped):  # each model reads it
-                self.stopped.append(RunStopped(f"the input failed during the run: {error}", cause=error))
+        except InputChanged as error:  # edited under the run: stop every model alike, resumably
+            if not any(isinstance(stop.cause, InputChanged) for stop in self.stopped):  # each model reads it
+                self.stopped.append(RunStopped(str(error), cause=error))
             self.stop(StopReason.INPUT)
+        except Exception:  # the caller's own source failed (a bad item, a bug): stop every model, and say so
+            self.stop(StopReason.INPUT)
+            raise
         finally:
             queue.put_nowait(_DONE)
 
@@ -235,10 +235,21 @@ def _budget(config: RunConfig) -> Budget | None:
     return Budget(config.max_cost, config.max_requests)
 
 
-def open_cache(config: RunConfig, on_warning: Callable[[str], None] | None = None) -> ResponseCache | None:
-    if config.cache is None:
-        return None
-    return ResponseCache(config.cache, deterministic_only=config.cache_deterministic_only, on_warning=on_warning)
+@contextlib.contextmanager
+def opened_cache(
+    config: RunConfig, shared: ResponseCache | None = None, on_warning: Callable[[str], None] | None = None
+) -> Iterator[ResponseCache | None]:
+    """The run's cache: `shared` if the caller gives one (left open), else `config.cache` opened here and
+    closed after (its last answers are written then). Open it before the output: a cache refused at the
+    start (not SQLite, a missing folder) must leave the output untouched."""
+    if shared is not None or config.cache is None:
+        yield shared
+        return
+    cache = ResponseCache(config.cache, deterministic_only=config.cache_deterministic_only, on_warning=on_warning)
+    try:
+        yield cache
+    finally:
+        cache.close()
 
 
 def _not_done(source: Source, model: str, skip: ResumeState | None) -> Source:

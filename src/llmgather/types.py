@@ -29,6 +29,10 @@ class Request:
     source: str = ""
     row: dict[str, Any] | None = None
     """The input row's other columns (expected answer, category), carried into the result for scoring."""
+    # `canonical()` and `digest()` are asked for more than once per request (the result's digest, the cache's
+    # get and put): made once. A request is not changed once it is sent.
+    _canonical: str | None = field(default=None, init=False, repr=False, compare=False)
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_prompt(cls, id: RequestId, prompt: str, **params: Any) -> Request:
@@ -49,18 +53,22 @@ class Request:
 
     def canonical(self) -> str:
         """The request as canonical JSON (sorted keys, compact): what an answer depends on, model aside."""
-        return json.dumps(
-            {"messages": self.messages, "params": self.answer_params()},
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            default=str,
-        )
+        if self._canonical is None:
+            self._canonical = json.dumps(
+                {"messages": self.messages, "params": self.answer_params()},
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=False,
+                default=str,
+            )
+        return self._canonical
 
     def digest(self) -> str:
         """A short fingerprint of `canonical()`: an output line carries it, so that a resume can tell
         whether an id still names the request that was answered."""
-        return hashlib.blake2b(self.canonical().encode(), digest_size=8).hexdigest()
+        if self._digest is None:
+            self._digest = hashlib.blake2b(self.canonical().encode(), digest_size=8).hexdigest()
+        return self._digest
 
     def prompt_chars(self) -> int:
         return sum(len(text) for text in self.texts())

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from llmgather.backends.base import Backend
 from llmgather.backends.function import FunctionBackend
-from llmgather.backends.openai import ROUTE_PREFIXES, OpenAIBackend
+from llmgather.backends.openai import OpenAIBackend
 from llmgather.backends.redact import redact
-
-
-def uses_native_backend(model: str, api_base: str | None) -> bool:
-    """`openai/...`, a bare model name, and any model with an explicit api base go the native way."""
-    return api_base is not None or model.startswith(ROUTE_PREFIXES) or "/" not in model
+from llmgather.config import uses_native_backend
 
 
 def make_backend(model: str, *, api_base: str | None, api_key: str | None, max_connections: int) -> Backend:
@@ -21,4 +17,4 @@ def make_backend(model: str, *, api_base: str | None, api_key: str | None, max_c
     return LiteLLMBackend(model, api_key=api_key)
 
 
-__all__ = ["Backend", "FunctionBackend", "OpenAIBackend", "make_backend", "redact", "uses_native_backend"]
+__all__ = ["Backend", "FunctionBackend", "OpenAIBackend", "make_backend", "redact"]

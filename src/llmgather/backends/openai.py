@@ -9,19 +9,18 @@ from typing import Any
 import aiohttp
 
 from llmgather.backends.redact import redact
+from llmgather.config import NATIVE_PREFIXES, OPENAI_API_BASE
 from llmgather.errors import ConnectError, RequestError, ServerError, error_for_status
 from llmgather.retry import parse_retry_after
 from llmgather.types import Request, Response, Usage
 
 _QUOTE_BYTES = 4096
 _CODE_CHARS = 80
-DEFAULT_API_BASE = "https://api.openai.com/v1"
-# LiteLLM's spelling of "an OpenAI-compatible endpoint"; the provider itself never sees these prefixes.
-ROUTE_PREFIXES = ("openai/", "hosted_vllm/")
 
 
 def provider_model_name(model: str) -> str:
-    for prefix in ROUTE_PREFIXES:
+    """The model's name as the endpoint knows it: the provider never sees the routing prefixes."""
+    for prefix in NATIVE_PREFIXES:
         if model.startswith(prefix):
             return model[len(prefix) :]
     return model
@@ -37,7 +36,7 @@ class OpenAIBackend:
         max_connections: int = 100,
     ) -> None:
         self.model = provider_model_name(model)
-        self.endpoint = (api_base or DEFAULT_API_BASE).rstrip("/")
+        self.endpoint = (api_base or OPENAI_API_BASE).rstrip("/")
         self._url = self.endpoint + "/chat/completions"
         self._api_key = api_key
         self._headers = {"Content-Type": "application/json", "User-Agent": "llmgather"}

@@ -21,7 +21,7 @@ import stat
 import sys
 import tempfile
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -165,7 +165,7 @@ class _Stamp:
 _RESTAMP_EVERY = 1000
 
 
-class JsonlInput:
+class InputFile:
     """A file of requests, read twice: once to check it whole, then streamed to the engine.
 
     JSONL lines are requests as they are, or, with a template, rows; CSV and Parquet files are rows (`rows`).
@@ -195,7 +195,7 @@ class JsonlInput:
     @classmethod
     def from_stream(
         cls, stream: IO[bytes], name: str, *, kind: str = "jsonl", template: Template | None = None
-    ) -> JsonlInput:
+    ) -> InputFile:
         """Read a stream (standard input, a pipe) once into an anonymous temporary file, to be read twice."""
         return cls(None, name, kind=kind, template=template, spool=_spool(stream, name))
 
@@ -204,7 +204,7 @@ class JsonlInput:
         if self._spool is not None:
             self._spool.close()
 
-    def __enter__(self) -> JsonlInput:
+    def __enter__(self) -> InputFile:
         return self
 
     def __exit__(
@@ -322,7 +322,7 @@ class JsonlInput:
 
 def _spool(stream: IO[bytes], name: str) -> IO[bytes]:
     """A copy of the stream in a temporary file without a name, so that nothing is left behind."""
-    spool = tempfile.TemporaryFile(prefix="llmgather-input-")  # noqa: SIM115 (closed by JsonlInput.close)
+    spool = tempfile.TemporaryFile(prefix="llmgather-input-")  # noqa: SIM115 (closed by InputFile.close)
     try:
         while True:
             try:
@@ -346,11 +346,11 @@ def _spool(stream: IO[bytes], name: str) -> IO[bytes]:
 _KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", "": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
-def open_input(name: str, stdin: IO[bytes] | None = None, *, template: Template | None = None) -> JsonlInput:
+def open_input(name: str, stdin: IO[bytes] | None = None, *, template: Template | None = None) -> InputFile:
     """The input named on the command line: a file, or a stream ('-' for standard input, or a pipe such as
     `<(zcat prompts.jsonl.gz)`) spooled to an anonymous temporary file first. Use it in a `with`."""
     if name == "-":
-        return JsonlInput.from_stream(_standard_input(stdin), "<stdin>", template=template)
+        return InputFile.from_stream(_standard_input(stdin), "<stdin>", template=template)
     path = Path(name)
     try:
         mode = path.stat().st_mode
@@ -365,10 +365,10 @@ def open_input(name: str, stdin: IO[bytes] | None = None, *, template: Template 
         hint = f" (for a compressed file: llmgather run <(zcat {name}) ...)" if path.suffix in (".gz", ".zst") else ""
         raise InputError(f"input is read from JSONL, CSV or Parquet files (.jsonl, .csv, .parquet){hint}", source=name)
     if stat.S_ISREG(mode):
-        return JsonlInput(path, kind=kind, template=template)
+        return InputFile(path, kind=kind, template=template)
     try:  # a pipe, FIFO or device: it can be read only once
         with path.open("rb") as stream:
-            return JsonlInput.from_stream(stream, name, kind=kind, template=template)
+            return InputFile.from_stream(stream, name, kind=kind, template=template)
     except OSError as exc:
         raise InputError(f"cannot read it: {exc.strerror or exc}", source=name) from None
 
@@ -382,19 +382,21 @@ def _standard_input(stdin: IO[bytes] | None) -> IO[bytes]:
     return buffer
 
 
-def requests_from(items: Iterable[str | dict[str, Any] | Request]) -> list[Request]:
+def request_of(item: str | Mapping[str, Any] | Request, default_id: RequestId, source: str) -> Request:
+    """One prompt as the Python API takes it (a string, a record, or a Request), checked as a file's line is."""
+    if isinstance(item, Request):
+        return item
+    return request_from_record({"prompt": item} if isinstance(item, str) else item, default_id, source)
+
+
+def requests_from(items: Iterable[str | Mapping[str, Any] | Request]) -> list[Request]:
     """Requests from what the Python API is given: prompts, records or Requests. Ids default to the index."""
     requests = []
-    seen: set[RequestId] = set()
+    first: dict[RequestId, str] = {}
     for index, item in enumerate(items):
-        if isinstance(item, Request):
-            request = item
-        elif isinstance(item, str):
-            request = Request.from_prompt(index, item)
-        else:
-            request = request_from_record(item, index, f"item {index}")
-        if request.id in seen:
-            raise InputError(f"id {json.dumps(request.id)} is repeated", source=f"item {index}")
-        seen.add(request.id)
+        request = request_of(item, index, f"item {index}")
+        if request.id in first:
+            raise InputError(f"id {json.dumps(request.id)} repeats {first[request.id]}", source=f"item {index}")
+        first[request.id] = f"item {index}"
         requests.append(request)
     return requests

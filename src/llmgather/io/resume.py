@@ -53,6 +53,10 @@ class ResumeState:
     def done(self) -> int:
         return sum(len(ids) for ids in self.kept.values())
 
+    def done_for(self, model: str) -> int:
+        """How many of `model`'s results are kept (a resume sends that many fewer to it)."""
+        return len(self.kept.get(model, ()))
+
     def skips(self, request_id: RequestId, model: str) -> bool:
         ids = self.kept.get(model)
         return ids is not None and request_id in ids
@@ -126,21 +130,31 @@ def check_fresh(path: Path, *, overwrite: bool) -> None:
     )
 
 
-def read_results(path: Path) -> Iterator[Result]:
-    """The results an output file holds; a bad line is an InputError naming it. A last line without its
-    newline is left out: a run is writing it, or died writing it (a resume cuts it off)."""
-    if not path.exists():
-        return
-    with path.open("rb") as file:
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each result line of an output, each checked (a bad line is an InputError
+    naming it). A last line without its newline is left out: a run is writing it, or died writing it (a
+    resume cuts it off). Read once, front to back, so `path` may be a pipe."""
+    try:
+        file = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot read it: {exc.strerror}", source=str(path)) from None
+    with file:
         for number, line in enumerate(file, start=1):
             if not line.endswith(b"\n"):
                 return
             if line.strip():
-                record = _checked_record(line, path, number)
-                try:
-                    yield Result.from_dict(record)
-                except (AttributeError, KeyError, TypeError, ValueError) as exc:
-                    raise InputError(f"not a result line ({exc})", source=f"{path}:{number}") from None
+                yield number, _checked_record(line, path, number)
+
+
+def read_results(path: Path) -> Iterator[Result]:
+    """The results an output file holds (none if there is no such file), as `read_records` reads them."""
+    if not path.exists():
+        return
+    for number, record in read_records(path):
+        try:
+            yield Result.from_dict(record)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"not a result line ({exc})", source=f"{path}:{number}") from None
 
 
 def prepare_resume(path: Path, *, retry_failed: bool, repair: bool = True) -> ResumeState:

@@ -1,21 +1,21 @@
 """One pass over a `run` output: per-model figures, each prompt's answers, and what the charts draw.
 
-`compare` and `report` both read the file through `read_results`, once: the file may be a pipe
-(`llmgather report <(zcat out.jsonl.gz)`), and a large one is worth reading only once anyway.
+`compare` and `report` both read the file once, through `io.resume.read_records` (the checks a resume makes):
+the file may be a pipe (`llmgather report <(zcat out.jsonl.gz)`), and a large one is worth reading only once.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import string
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmgather.errors import InputError
+from llmgather.io.resume import read_records
 from llmgather.stats import LatencyHistogram
 
 EXPECTED_COLUMNS = ("expected", "answer", "expected_answer", "target", "label")
@@ -156,24 +156,3 @@ def _mark(
     if column not in row:
         raise InputError(f"the row has no column {column!r} (columns: {', '.join(row)})", source=where)
     return column, float(normalize(content) == normalize(str(row[column])))
-
-
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, result) for each line of a `run` output; a line that is not a result is an InputError."""
-    try:
-        lines = path.open("rb")
-    except OSError as exc:
-        raise InputError(f"cannot read it: {exc.strerror}", source=str(path)) from None
-    with lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise InputError("not a result line (invalid JSON)", source=f"{path}:{number}") from None
-            if not isinstance(record, dict) or "model" not in record or "id" not in record:
-                raise InputError("not a result line (no id or model)", source=f"{path}:{number}")
-            if isinstance(record["id"], bool) or not isinstance(record["id"], str | int | float):
-                raise InputError("not a result line (its id is not a string or a number)", source=f"{path}:{number}")
-            yield number, record

@@ -136,6 +136,71 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0)
         time.sleep(0.02)
 
 
+def _a_second_run_reaching_the_running_output(
+    fake_server: Callable[..., FakeServer], tmp_path: Path, second_name: Callable[[Path], Path]
+) -> None:
+    """A first run writes out.jsonl; once it is sending, `second_name` gives another way to that file, and a
+    --resume on it must be refused (exit 2, before it reads or sends anything) while the first finishes whole."""
+    server = fake_server("--latency", "0.5")
+    count = 30
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": f"owned {i}"} for i in range(count)])
+    out = tmp_path / "out.jsonl"
+    common = ("-m", MODEL, "--api-base", server.url, "--concurrency", "5")
+    first = start_cli("run", str(source), "-o", str(out), *common)  # six rounds of half a second
+    try:
+        _wait_for(lambda: out.exists() and server.stats()["requests"] > 0, "the first run to start")
+        second = run_cli("run", str(source), "-o", str(second_name(out)), *common, "--resume")
+        assert second.returncode == 2, second.stderr
+        assert first.poll() is None, "the first run ended before the second one tried: the test proves nothing"
+        assert "in use: another process holds it" in second.stderr, second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+        _, stderr = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=10)
+    assert first.returncode == 0, stderr
+    assert sorted(row["id"] for row in read_jsonl(out)) == list(range(count))  # each once: nothing paid twice
+    assert server.stats()["requests"] == count
+
+
+def test_a_run_on_a_hard_link_to_a_running_output_is_refused(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    def hard_link(out: Path) -> Path:
+        link = out.with_name("link.jsonl")
+        os.link(out, link)
+        return link
+
+    _a_second_run_reaching_the_running_output(fake_server, tmp_path, hard_link)
+
+
+def test_a_run_on_an_output_whose_lock_file_was_deleted_is_refused(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    def lock_file_deleted(out: Path) -> Path:
+        out.with_name(f".{out.name}.lock").unlink()
+        return out
+
+    _a_second_run_reaching_the_running_output(fake_server, tmp_path, lock_file_deleted)
+
+
+def test_the_lock_on_the_file_itself_moves_to_a_rewritten_file_and_goes_at_close(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    with OutputFile.open(out) as output:
+        for i in range(4):
+            output.write(result(i, ok=i % 2 == 0))
+    link = tmp_path / "link.jsonl"
+    with OutputFile.open(out, resume=True, retry_failed=True) as output:  # rewritten: a new inode at out.jsonl
+        os.link(out, link)
+        with pytest.raises(InputError, match="another process holds it"):
+            OutputFile.open(link, resume=True)
+        output.write(result(1))
+    with OutputFile.open(link, resume=True) as output:  # released at close
+        assert output.state.done == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "out.jsonl"]
+
+
 def test_the_retry_failed_rewrite_happens_under_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out.jsonl"
     with OutputFile.open(out) as output:

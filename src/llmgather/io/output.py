@@ -7,10 +7,12 @@
 until it is sure: the combination of flags, the guard, the place (a folder that exists, not a folder
 itself), then the lock, and only under the lock reads, repairs, empties or rewrites the file.
 
-The lock is `flock` on a lock file beside the output (`.NAME.lock`, holding the owner's pid for the message
-a second run gets), not on the output itself: a resume replaces the output (an atomic rewrite changes its
-inode), and a lock on the old inode would no longer keep anyone out. `flock` dies with its process, so a
-run killed with SIGKILL leaves a lock file that blocks nobody.
+The lock is two `flock`s, both taken before the output is read. One is on a lock file beside the output
+(`.NAME.lock`, holding the owner's pid for the message a second run gets): it stays one lock while a resume
+replaces the output (an atomic rewrite changes its inode). The other is on the output's inode itself: it
+keeps out a run that reaches the same file by another name (a hard link) or after the lock file was
+deleted, and it moves to the new inode when the file is rewritten or created. `flock` dies with its
+process, so a run killed with SIGKILL leaves a lock file that blocks nobody.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -73,10 +76,21 @@ class OutputFile:
             return cls(path, ResumeState(), LineWriter(_open_append(path), str(path)), None)
         lock = OutputLock.take(path)
         try:
-            prepared = _prepare(path, resume=resume, retry_failed=retry_failed, overwrite=overwrite, check=check)
-            return cls(path, *prepared, lock)
+            lock.hold(path)  # the file itself, before anything in it is read, emptied or rewritten
+            state, fd = _prepare(path, lock, resume=resume, retry_failed=retry_failed, overwrite=overwrite, check=check)
         except BaseException:
             lock.release()
+            raise
+        try:
+            lock.hold(fd)  # the file now written to: another inode after a rewrite, or a new file
+            if not resume:
+                os.ftruncate(fd, 0)  # only now: every refusal above left it as it was
+            return cls(path, state, LineWriter(fd, str(path)), lock)
+        except BaseException as exc:
+            os.close(fd)
+            lock.release()
+            if isinstance(exc, OSError):
+                raise InputError(f"{path}: cannot write it ({exc.strerror or exc})") from None
             raise
 
     @property
@@ -109,9 +123,15 @@ class OutputFile:
 
 
 def _prepare(
-    path: Path, *, resume: bool, retry_failed: bool, overwrite: bool, check: Callable[[ResumeState], object] | None
-) -> tuple[ResumeState, LineWriter]:
-    """Under the lock: read, check and repair (resume), or refuse or empty; then open for appending."""
+    path: Path,
+    lock: OutputLock,
+    *,
+    resume: bool,
+    retry_failed: bool,
+    overwrite: bool,
+    check: Callable[[ResumeState], object] | None,
+) -> tuple[ResumeState, int]:
+    """Under the lock: read, check and repair (resume), or refuse; then open for appending (not emptied yet)."""
     # A symlink's target is what is rewritten, so that the link stays a link.
     target = path.resolve() if path.is_symlink() else path
     try:
@@ -120,20 +140,14 @@ def _prepare(
             state.path = path
             if check is not None:
                 check(state)
+            lock.hold(target)  # a file that appeared since `open` held the place is locked before it is rewritten
             repair_output(target, state)
         else:
             check_fresh(target, overwrite=overwrite)
             state = ResumeState(path=path)
-        fd = _open_append(target)
+        return state, _open_append(target)
     except OSError as exc:
         raise InputError(f"{path}: cannot {'resume' if resume else 'write'} it ({exc.strerror or exc})") from None
-    try:
-        if not resume:
-            os.ftruncate(fd, 0)  # only now: every refusal above left it as it was
-        return state, LineWriter(fd, str(path))
-    except OSError as exc:
-        os.close(fd)
-        raise InputError(f"{path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def _open_append(path: Path) -> int:
@@ -166,13 +180,16 @@ def _check_place(path: Path) -> None:
 
 
 class OutputLock:
-    """An exclusive, non-blocking `flock` on `.NAME.lock` beside the output, for as long as a run lasts."""
+    """Exclusive, non-blocking `flock`s on `.NAME.lock` beside the output and on the output's inode, for as
+    long as a run lasts."""
 
-    __slots__ = ("_fd", "path")
+    __slots__ = ("_fd", "_held", "path")
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd: int | None = fd
+        self._held: int | None = None
+        """A descriptor of the output's inode, holding the flock on it (None until there is a file)."""
 
     @classmethod
     def take(cls, output: Path) -> OutputLock:
@@ -206,8 +223,39 @@ class OutputLock:
             os.close(fd)  # we locked a file its holder had just removed: try the one there now
         raise InputError(f"{output}: could not lock it (its lock file {path} keeps changing)")
 
+    def hold(self, output: Path | int) -> None:
+        """Lock the output's inode too: the one at `output` (a path: nothing if no regular file is there yet), or
+        the one a descriptor of it is open on. One inode is held at a time; another one moves the lock to it.
+
+        Raises InputError if another process holds it: a run writing to it under another name, or one whose
+        lock file was deleted."""
+        fd = _open_inode(output)
+        if fd is None:
+            return
+        if self._held is not None and _inode(fd) == _inode(self._held):
+            os.close(fd)  # held already: a second flock of ours, on another open of it, would refuse ourselves
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                name = output if isinstance(output, Path) else self.path
+                raise InputError(
+                    f"{name} is in use: another process holds it (under another name, or its lock file "
+                    "was deleted): wait for it to end, or give -o another file"
+                ) from None
+            return  # a file system without flock (on a read-only descriptor): the lock file still guards
+        old, self._held = self._held, fd
+        if old is not None:
+            os.close(old)
+
     def release(self) -> None:
-        """Remove the lock file (while still holding it, so no one locks the removed file) and unlock. Idempotent."""
+        """Unlock the output's inode; remove the lock file (while still holding it, so no one locks the removed
+        file) and unlock it. Idempotent."""
+        held, self._held = self._held, None
+        if held is not None:
+            os.close(held)
         fd, self._fd = self._fd, None
         if fd is None:
             return
@@ -218,6 +266,33 @@ class OutputLock:
             pass  # a lock file left behind blocks no one: the lock is the flock, gone with the descriptor
         finally:
             os.close(fd)
+
+
+def _open_inode(output: Path | int) -> int | None:
+    """A new open file description of the output's inode, for flock alone (it reads and writes nothing), or
+    None if there is no regular file. A descriptor is duplicated: the lock is then the writer's own."""
+    if isinstance(output, int):
+        return os.dup(output)
+    fd = None
+    for mode in (os.O_RDONLY, os.O_WRONLY):  # an output may be writable only; neither mode empties it
+        try:
+            fd = os.open(output, mode | os.O_NONBLOCK | os.O_CLOEXEC)  # O_NONBLOCK: a FIFO must not block here
+            break
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            error = exc
+    if fd is None:
+        raise InputError(f"{output}: cannot open it ({error.strerror or error})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _inode(fd: int) -> tuple[int, int]:
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino
 
 
 def _is_at(fd: int, path: Path) -> bool:

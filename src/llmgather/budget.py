@@ -4,7 +4,10 @@ Requests are counted as they are sent, so `max_requests` is never exceeded. A co
 answer comes, so each request in flight holds its estimated cost (its completion budget, or the typical
 completion so far) until then. A request goes only if the spend, what is held and its own estimate fit under
 `max_cost_usd`; if they do not but something is held, it waits for that to settle, since answers often cost
-less than their estimates. The spend can go over only by how far answers exceed their estimates.
+less than their estimates. With nothing spent or held, a request whose estimate does not fit still goes if
+the part of its cost that is certain (its prompt) fits: a cautious first estimate cannot stop a run before it
+starts, but a request sure to cost more than the whole budget is never sent. The spend can go over only by how
+far answers exceed their estimates.
 
 Money is counted in whole nano-dollars: with floats, holds taken and released in another order left a residue
 (5.6e-18 held with nothing in flight), and a request waited forever for it to settle.
@@ -56,24 +59,26 @@ class Budget:
     def held_usd(self) -> float:
         return self.held / NANO_USD
 
-    async def take(self, estimate_usd: Callable[[], float]) -> int | None:
+    async def take(self, estimate_usd: Callable[[], float], certain_usd: float = 0.0) -> int | None:
         """Count one request about to be sent and hold its estimated cost; returns the units held, to give
         back to `release`, or None if the budget cannot cover it. The estimate is asked again after each wait:
-        answers seen meanwhile refine it."""
+        answers seen meanwhile refine it. `certain_usd` is the part of the cost that no answer can lower."""
+        certain = to_units(certain_usd)
         while True:
             units = to_units(estimate_usd())
-            taken = self.try_take_units(units)
+            taken = self.try_take_units(units, certain)
             if taken is not None:
                 return units if taken else None
             if self._settled is None:
                 self._settled = asyncio.Event()
             await self._settled.wait()
 
-    def try_take(self, estimate_usd: float = 0.0) -> bool | None:
+    def try_take(self, estimate_usd: float = 0.0, certain_usd: float = 0.0) -> bool | None:
         """True: taken. False: the budget is spent. None: it fits only once what is held settles."""
-        return self.try_take_units(to_units(estimate_usd))
+        return self.try_take_units(to_units(estimate_usd), to_units(certain_usd))
 
-    def try_take_units(self, units: int) -> bool | None:
+    def try_take_units(self, units: int, certain: int = 0) -> bool | None:
+        """As `try_take`, in nano-dollars: `units` estimated, of which `certain` is sure to be spent."""
         if self.exhausted() is not None:
             return False
         limit = self._limit
@@ -81,8 +86,8 @@ class Budget:
             if self.held > 0:
                 return None
             # With nothing spent a request goes anyway, so a cautious first estimate (no completion seen
-            # yet) cannot stop a run before it starts.
-            if self.spent > 0:
+            # yet) cannot stop a run before it starts; but not one whose prompt alone costs more than all.
+            if self.spent > 0 or certain > limit:
                 self.refused_usd = units / NANO_USD
                 return False
         self.requests += 1

@@ -49,7 +49,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("002_drop_unversioned_keys", "DELETE FROM responses WHERE instr(key, ':') = 0"),
 )
 
-_OPEN_TIMEOUT_S = 5.0  # once, before the run: another process may be migrating the same file
+_OPEN_PATIENCE_S = 3.0
+"""How long opening waits, in all, for another process's lock: one migrating the same file is done well
+within it; one holding the file locked for longer is reported, not waited out silently."""
 _RUN_BUSY_MS = 25  # the longest a get or a flush may hold up the event loop waiting for a lock
 _MAX_PENDING = 10_000  # answers held back by a lock that will not lift: then the cache gives up
 
@@ -145,7 +147,7 @@ class ResponseCache:
                 self._flush(db)
                 rows = db.execute("SELECT model, count(*) FROM responses GROUP BY model ORDER BY model").fetchall()
         except sqlite3.Error as exc:
-            raise _unusable(self.path, exc) from exc
+            raise _unusable(self.path, exc, self._close_timeout_s) from exc
         size = sum(p.stat().st_size for p in _files(self.path) if p.exists())
         return CacheStats(self.path, sum(n for _, n in rows), size, dict(rows))
 
@@ -158,7 +160,7 @@ class ResponseCache:
                 removed = db.execute(f"DELETE FROM responses{where}", args).rowcount
                 _vacuum(db)
         except sqlite3.Error as exc:
-            raise _unusable(self.path, exc) from exc
+            raise _unusable(self.path, exc, self._close_timeout_s) from exc
         return int(removed)
 
     def close(self) -> None:
@@ -254,16 +256,17 @@ def _result(request: Request, model: str, row: _Row) -> Result | None:
 
 def _open(path: Path) -> sqlite3.Connection:
     _create(path)
+    give_up = time.monotonic() + _OPEN_PATIENCE_S
     try:
-        db = sqlite3.connect(path, timeout=_OPEN_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(path, timeout=_OPEN_PATIENCE_S, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise _unusable(path, exc) from exc
     try:
-        _with_retries(lambda: db.execute("PRAGMA journal_mode=WAL"))
+        _with_retries(db, lambda: db.execute("PRAGMA journal_mode=WAL"), give_up)
         # In WAL mode: durable against a crashed process, which is the risk here.
         db.execute("PRAGMA synchronous=NORMAL")
-        _check(db)
-        _with_retries(lambda: _migrate(db))
+        _with_retries(db, lambda: _check(db), give_up)
+        _with_retries(db, lambda: _migrate(db), give_up)
         db.execute(f"PRAGMA busy_timeout={_RUN_BUSY_MS}")
     except sqlite3.Error as exc:
         db.close()
@@ -311,17 +314,21 @@ def _migrate(db: sqlite3.Connection) -> None:
         raise
 
 
-def _with_retries(step: Callable[[], object], attempts: int = 50) -> None:
+def _with_retries(db: sqlite3.Connection, step: Callable[[], object], give_up: float, attempts: int = 50) -> None:
     """SQLite answers 'database is locked' at once, without waiting out its timeout, when two processes
-    switch a new file to WAL together: the loser tries again."""
+    switch a new file to WAL together: the loser tries again. Every try, and every pause between, ends by
+    `give_up` (a monotonic time), so that all of opening waits no longer than that for a lock."""
     for attempt in range(attempts):
+        left_s = give_up - time.monotonic()
+        db.execute(f"PRAGMA busy_timeout={max(1, int(left_s * 1000))}")
         try:
             step()
             return
         except sqlite3.OperationalError as exc:
-            if not _is_lock(exc) or attempt == attempts - 1:
+            left_s = give_up - time.monotonic()
+            if not _is_lock(exc) or attempt == attempts - 1 or left_s <= 0:
                 raise
-            time.sleep(0.02 * (attempt + 1))
+            time.sleep(min(0.02 * (attempt + 1), left_s))
 
 
 @contextlib.contextmanager
@@ -355,7 +362,7 @@ def _cause(exc: sqlite3.Error) -> str:
     return str(exc)
 
 
-def _unusable(path: Path, exc: sqlite3.Error) -> InputError:
+def _unusable(path: Path, exc: sqlite3.Error, waited_s: float = _OPEN_PATIENCE_S) -> InputError:
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
     if code == sqlite3.SQLITE_NOTADB:
         why = "not an SQLite database; give the cache a new file name, or move this file away"
@@ -364,7 +371,10 @@ def _unusable(path: Path, exc: sqlite3.Error) -> InputError:
     elif code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
         why = f"cannot write the cache here ({exc}): the file or its folder is read-only"
     elif _is_lock(exc):
-        why = f"the cache is locked by another process ({exc})"
+        why = (
+            f"another process holds the cache locked (still, after {waited_s:g} s): let it finish,"
+            " or give this run another cache file"
+        )
     else:
         why = f"cannot use it as a response cache ({exc})"
     return InputError(why, source=str(path))

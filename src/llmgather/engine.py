@@ -292,7 +292,13 @@ class Engine:
             try:
                 other = await fallback.complete(request)
             except RunStopped:
-                continue  # that model cannot answer anything now (bad key, quota): try the next
+                why = fallback.stop_reason
+                if why is None or why is StopReason.FATAL:
+                    continue  # that model cannot answer anything now (bad key, quota): try the next
+                # Stopped for the budget or a signal: the fallback could still answer, so no line is written
+                # and a resume sends the request again. The run stops alike: the budget is shared.
+                self.stop(why)
+                return None
             if other.ok:
                 self._tally.succeeded += 1
                 self._tally.fell_back += 1

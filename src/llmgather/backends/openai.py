@@ -119,9 +119,22 @@ def _parse_completion(raw: bytes, headers: Mapping[str, str], secret: str | None
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    prompt = int(raw.get("prompt_tokens") or 0)
-    completion = int(raw.get("completion_tokens") or 0)
-    return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
+    prompt = _count(raw.get("prompt_tokens"))
+    completion = _count(raw.get("completion_tokens"))
+    total = raw.get("total_tokens")
+    return Usage(prompt, completion, prompt + completion if total is None else _count(total))
+
+
+def _count(raw: Any) -> int:
+    """A token count as the provider gave it; ValueError (a malformed answer) unless a whole number >= 0.
+    A negative count would be a negative cost, and a spend below zero defeats `--max-cost`."""
+    if raw is None:
+        return 0
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+        raise ValueError(f"token count {raw!r} is not a whole number >= 0")
+    return raw
 
 
 async def _read_stream(resp: aiohttp.ClientResponse, secret: str | None) -> Response:

@@ -151,9 +151,10 @@ class Gate:
     async def _hold(self, budget: Budget, request: Request, deadline: float) -> int:
         """Count the request against the budget and hold its estimated cost (in nano-dollars)."""
         held = to_units(self._estimated_cost(request))
-        taken = budget.try_take_units(held)
+        certain = self._prompt_cost(request)
+        taken = budget.try_take_units(held, to_units(certain))
         if taken is None:  # it may fit once what is in flight settles
-            units = await self._before(deadline, budget.take(lambda: self._estimated_cost(request)))
+            units = await self._before(deadline, budget.take(lambda: self._estimated_cost(request), certain))
             taken, held = units is not None, units or 0
         if not taken:
             raise BudgetSpent
@@ -165,6 +166,12 @@ class Gate:
         estimator = self.estimator
         expected = Usage(estimator.prompt_tokens(request), estimator.expected_completion(request))
         return self._cost(expected) or 0.0
+
+    def _prompt_cost(self, request: Request) -> float:
+        """The part of the cost that is sure: the prompt is paid for whatever the answer."""
+        if self._cost is None:
+            return 0.0
+        return self._cost(Usage(self.estimator.prompt_tokens(request), 0)) or 0.0
 
 
 def _counted_tokens(request: Request, response: Response, estimate: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -159,3 +160,36 @@ def test_help_imports_nothing_heavy() -> None:
     for args in (["--help"], ["run", "--help"], ["fake-server", "--help"]):
         done = run_cli(*args)
         assert done.returncode == 0 and "usage" in done.stdout.lower()
+
+
+def shell(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A shell line, for redirections a subprocess call cannot spell (closing a standard stream)."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
+    return subprocess.run(
+        ["bash", "-c", script, "bash", sys.executable, *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_closed_standard_streams_lose_nothing_and_crash_nothing(server: FakeServer, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": f"closed {i}"} for i in range(5)])
+    run = f'"$1" -m llmgather run "$2" -m openai/fake --api-base {server.url}'
+    for n, closing in enumerate((">&-", "2>&-", "-q 2>&-")):
+        out = tmp_path / f"out{n}.jsonl"
+        done = shell(f'{run} -o "$3" {closing}', str(source), str(out))
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (closing, done.stderr)
+        assert sorted(row["id"] for row in read_jsonl(out)) == list(range(5))
+    lost = shell(f"{run} -o - >&-", str(source))
+    assert lost.returncode == 2 and "standard output is closed" in lost.stderr, lost.stderr
+
+
+def test_the_output_is_never_the_file_standard_input_or_the_report_reads(server: FakeServer, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": f"same {i}"} for i in range(3)])
+    before = source.read_bytes()
+    run = f'"$1" -m llmgather run - -m openai/fake --api-base {server.url}'
+    done = shell(f'{run} -o "$2" --overwrite < "$2"', str(source))
+    assert done.returncode == 2 and source.read_bytes() == before, done.stderr
+    out = tmp_path / "out.jsonl"
+    assert run_against(server, str(source), out).returncode == 0
+    results = out.read_bytes()
+    page = run_cli("report", str(out), "-o", str(out))
+    assert page.returncode == 2 and out.read_bytes() == results, page.stderr

@@ -47,15 +47,19 @@ def test_non_finite_or_negative_numbers_are_refused_before_anything_is_sent(
     assert named in line
 
 
-@pytest.mark.parametrize("api_base", ["", "localhost:8000/v1", "ftp://example.com/v1", "http://"])
-def test_an_api_base_without_an_http_scheme_is_refused(prompts: Path, api_base: str) -> None:
+@pytest.mark.parametrize(
+    "api_base",
+    ["", "localhost:8000/v1", "ftp://example.com/v1", "http://", "http://[::1/v1", "http://127.0.0.1:99999/v1"],
+)
+def test_an_api_base_that_is_not_an_http_url_is_refused(prompts: Path, api_base: str) -> None:
     line = refused(str(prompts), "-m", "openai/fake", "--api-base", api_base, "--dry-run")
-    assert "http(s)://" in line
+    assert f"api_base {api_base!r}" in line
 
 
 def test_a_provider_nobody_knows_and_an_empty_model_name_are_refused(prompts: Path) -> None:
     assert "no provider is called 'foo'" in refused(str(prompts), "-m", "foo/bar", "--dry-run")
     assert "model name" in refused(str(prompts), "-m", "", "--dry-run")
+    assert "no model" in refused(str(prompts), "-m", "openai/", "--dry-run")
 
 
 def test_a_key_with_a_carriage_return_is_refused(prompts: Path) -> None:
@@ -78,14 +82,19 @@ def test_toml_tables_are_checked_like_flags(prompts: Path, tmp_path: Path) -> No
 
 
 def test_the_python_api_raises_the_error_the_command_line_prints(prompts: Path) -> None:
-    line = refused(
-        str(prompts), "-m", "openai/fake", "--api-base", "http://127.0.0.1:9/v1", "--rpm", "nan", "--dry-run"
-    )
+    dead = "http://127.0.0.1:9/v1"
+    line = refused(str(prompts), "-m", "openai/fake", "--api-base", dead, "--rpm", "nan", "--dry-run")
     with pytest.raises(llmgather.InputError) as raised:
-        llmgather.run(["x"], model="openai/fake", api_base="http://127.0.0.1:9/v1", rpm=math.nan)
+        llmgather.run(["x"], model="openai/fake", api_base=dead, rpm=math.nan)
     assert line == f"llmgather: error: {raised.value}"
     with pytest.raises(llmgather.InputError, match="no provider"):
         llmgather.run(["x"], model="foo/bar")
+    with pytest.raises(llmgather.InputError, match="a single string"):
+        llmgather.run("hello", model="openai/fake", api_base=dead)
+    with pytest.raises(llmgather.InputError, match="model="):
+        llmgather.run(["x"], model=None)  # type: ignore[arg-type]
+    with pytest.raises(llmgather.InputError, match="must be a string"):
+        llmgather.run(["x"], model="openai/fake", api_base=dead, api_key=123)
 
 
 def test_the_openai_key_goes_to_no_other_endpoint_unless_named(fake_server, prompts: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

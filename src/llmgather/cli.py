@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,9 @@ def run_command(**options: Any) -> None:
     filled from the columns; the other columns come back in each result's "row".
     The whole input is checked before anything is sent.
     """
-    _exit_at_once(_at_the_boundary(lambda: _run(RunOptions(**options))))
+    closed = _occupy_closed_streams()
+    signal.signal(signal.SIGTERM, _interrupted)  # before the run's own handlers: checking a big input takes a while
+    _exit_at_once(_at_the_boundary(lambda: _run(RunOptions(**options), stdout_closed=1 in closed)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,14 +204,41 @@ class RunOptions:
     quiet: bool
 
 
+def _occupy_closed_streams() -> frozenset[int]:
+    """Point a standard stream the caller closed (`>&-`) at /dev/null, so that no file of the run takes its
+    number (uvloop aborts on closing fds 0-2) and writing to it cannot fail; return which were closed.
+    `sys.stdin` stays None, so that reading a closed standard input is told as such."""
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+    for fd in sorted(closed):
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    if 1 in closed:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the process's lifetime)
+    if 2 in closed:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    return frozenset(closed)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _exit_at_once(code: int) -> NoReturn:
     """Leave without tearing the interpreter down: every result is written and its file closed by now, and
     unloading aiohttp, ssl and rich would add a tenth of a second to every run."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        pass  # the reader has gone: there is no one left to tell
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the reader has gone, or the stream was closed: there is no one left to tell
     os._exit(code)
 
 
@@ -245,19 +275,22 @@ def _at_the_boundary(command: Callable[[], int]) -> int:
         return EXIT_FAILURES
 
 
-def _run(options: RunOptions) -> int:
+def _run(options: RunOptions, *, stdout_closed: bool = False) -> int:
     from llmgather import eventloop
+    from llmgather.errors import InputError
     from llmgather.io import OutputFile, open_input
     from llmgather.runner import opened_cache, refuse_changed_input
 
     config = _run_config(options)
+    if config.output is None and stdout_closed and not options.dry_run:
+        raise InputError("standard output is closed, so the results would be lost: give them a file with -o")
     with open_input(options.input_path, template=_template(options)) as source:
         total = source.check()
         if options.dry_run:
             _dry_run(source, config)
             return EXIT_OK
         config.check_keys()  # after the dry run: estimating needs no key
-        guard = {"input": source.path, "cache": config.cache}
+        guard = {"input": source.path or _stdin_file(options.input_path), "cache": config.cache}
         with (
             opened_cache(config, on_warning=lambda message: _tell(f"warning: {message}")) as cache,
             OutputFile.open(
@@ -292,6 +325,14 @@ async def _drive(
     async with Run(config, cache=cache) as run, Progress(run.stats, totals, mode=mode, stream=sys.stderr):
         with Signals(run, config.grace_s, _tell):
             return await run.drive(source, output.write, output.state)
+
+
+def _stdin_file(input_path: str) -> Path | None:
+    """The file standard input was redirected from (`< out.jsonl`), so that the output cannot be it."""
+    if input_path != "-":
+        return None
+    stdin = Path("/dev/stdin")
+    return stdin.resolve() if stdin.exists() and stdin.resolve().is_file() else None
 
 
 def _tell(message: str) -> None:
@@ -525,6 +566,10 @@ def report_command(output: Path, page: Path) -> None:
     from llmgather.report import build_report
 
     def write() -> int:
+        from llmgather.errors import InputError
+
+        if page.exists() and output.exists() and os.path.samefile(page, output):
+            raise InputError(f"{page} is the output to report on: give the page another name with -o")
         page.write_text(build_report(output), encoding="utf-8")
         click.echo(f"wrote {page}")
         return EXIT_OK

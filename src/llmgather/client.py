@@ -47,7 +47,12 @@ def run_config(
     def config(m: str | ModelConfig) -> ModelConfig:
         return m if isinstance(m, ModelConfig) else ModelConfig.build(m, **settings)
 
-    models = [model] if isinstance(model, str | ModelConfig) else list(model)
+    if isinstance(model, str | ModelConfig):
+        models: list[str | ModelConfig] = [model]
+    elif isinstance(model, Sequence) and model:
+        models = list(model)
+    else:
+        raise InputError(f"model= takes a model name or a list of them, got {model!r}")
     run = RunConfig.build(
         [config(m) for m in models],
         fallbacks=[config(m) for m in fallbacks],
@@ -159,6 +164,8 @@ async def gather(
     only what an earlier run left unanswered there (and, with `retry_failed=True`, what it failed).
     Raises RunStopped if the run had to stop (bad key, exhausted quota, budget), once every model is done.
     """
+    if isinstance(prompts, str | bytes):
+        raise InputError("prompts= takes a list of prompts: a single string would be sent a character at a time")
     config, shared_cache = run_config(model, **options)
     requests = requests_from(prompts)
     names = [c.model for c in config.models]

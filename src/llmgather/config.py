@@ -69,8 +69,12 @@ def check_api_base(api_base: Any) -> str | None:
         return None
     if not isinstance(api_base, str):
         raise InputError(f"api_base must be a URL, got {json.dumps(api_base, default=repr)}")
-    parts = urlsplit(api_base.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(api_base.strip())
+        port_ok = parts.port is None or parts.port > 0  # reading it checks it: a port past 65535 is a ValueError
+    except ValueError as exc:
+        raise InputError(f"api_base {api_base!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise InputError(
             f"api_base {api_base!r} is not an http(s):// URL: give the endpoint whole, e.g. http://localhost:8000/v1"
         )
@@ -80,6 +84,8 @@ def check_api_base(api_base: Any) -> str | None:
 def check_model_name(model: Any, api_base: str | None) -> str:
     if not isinstance(model, str) or not model.strip():
         raise InputError(f"a model name must be a non-empty string, got {json.dumps(model, default=repr)}")
+    if not model.rsplit("/", 1)[-1].strip():
+        raise InputError(f"model {model!r} names a provider but no model: give provider/name, e.g. openai/gpt-5-mini")
     if api_base is not None or uses_native_backend(model, None):
         return model  # an endpoint of the user's own serves whatever names it likes
     provider = model.split("/", 1)[0]
@@ -120,7 +126,9 @@ def litellm_providers() -> frozenset[str] | None:
     return frozenset(providers) if providers else None
 
 
-def check_key(key: str | None, where: str) -> str | None:
+def check_key(key: Any, where: str) -> str | None:
+    if key is not None and not isinstance(key, str):
+        raise InputError(f"the API key in {where} must be a string, got {type(key).__name__}")
     if key is not None and any(ord(c) < 32 or ord(c) == 127 for c in key):
         raise InputError(
             f"the API key in {where} contains a control character (a CRLF .env file leaves a \\r on its end): remove it"

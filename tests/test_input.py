@@ -12,16 +12,18 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli, write_jsonl
+from conftest import FakeServer, read_jsonl, run_cli, start_cli, write_jsonl
 
 from llmgather.errors import InputError
-from llmgather.io.reader import InputFile, open_input
+from llmgather.io.reader import InputChanged, InputFile, open_input
 
 MODEL = "openai/gpt-4o-mini"
 
@@ -219,8 +221,60 @@ def test_a_line_that_no_longer_parses_is_told_as_a_changed_input(tmp_path: Path)
     before = path.stat()
     path.write_text(path.read_text().replace('"two"}', '"two"]'))  # same size: only the content tells
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    with pytest.raises(InputError, match=r"in\.jsonl:2: the input changed during the run: not valid JSON"):
+    with pytest.raises(
+        InputError, match=r"in\.jsonl:2: the input changed during the run: this line is not what was checked"
+    ):
         list(source)
+
+
+SIX_HUNDRED = [{"id": f"q{i:04d}", "prompt": f"question {i}"} for i in range(600)]
+
+
+def edit_in_place(path: Path, old: bytes, new: bytes) -> int:
+    """Overwrite `old` with `new` (as long) where it is in `path`, keeping every other byte; its line number."""
+    data = path.read_bytes()
+    at = data.index(old)
+    with path.open("r+b") as file:
+        file.seek(at)
+        file.write(new)
+    return data.count(b"\n", 0, at) + 1
+
+
+def test_a_line_edited_in_place_mid_run_is_never_yielded(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", SIX_HUNDRED)
+    source = InputFile(path)
+    assert source.check() == 600
+    requests = iter(source)
+    seen = [next(requests).id for _ in range(101)]
+    assert edit_in_place(path, b'"id": "q0550"', b'"id": "q0000"') == 551
+    with pytest.raises(InputChanged, match=r"in\.jsonl:551: the input changed during the run"):
+        seen.extend(request.id for request in requests)
+    assert seen == [f"q{i:04d}" for i in range(550)]  # everything before the edited line, and not that line
+
+
+def test_a_line_edited_in_place_mid_run_is_not_sent(fake_server: Callable[..., FakeServer], tmp_path: Path) -> None:
+    server = fake_server("--latency", "0.05")
+    path = write_jsonl(tmp_path / "in.jsonl", SIX_HUNDRED)
+    out = tmp_path / "out.jsonl"
+    run = start_cli(
+        "run", str(path), "-o", str(out), "-m", "openai/fake", "--api-base", server.url, "--concurrency", "10"
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (not out.exists() or out.read_bytes().count(b"\n") < 100) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert run.poll() is None, "the run must be under way when its input is edited"
+        edit_in_place(path, b'"id": "q0550"', b'"id": "q0000"')
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(timeout=10)
+    assert run.returncode == 3, stderr
+    assert "in.jsonl:551: the input changed during the run" in stderr, stderr
+    ids = [row["id"] for row in read_jsonl(out)]
+    assert sorted(ids) == [f"q{i:04d}" for i in range(len(ids))]  # q0000 once: the edited line was not sent
+    assert server.stats()["requests"] == len(ids) <= 550
 
 
 # 8. Messages: known roles, and content that is a string or typed parts.

@@ -9,7 +9,10 @@ line number. The check keeps only a 64-bit hash per id, so a million-line file i
 
 Standard input and pipes (`<(zcat prompts.jsonl.gz)`) are read once into an anonymous temporary file,
 which has no name to leave behind: it goes when the input is closed, or when the process ends however.
-A file is held to what was checked: edited while a run reads it, it raises InputChanged.
+A file is held to what was checked: edited while a run reads it, it raises InputChanged. A JSONL line is
+compared with what was checked before its request is yielded (a 64-bit hash of each line's bytes, kept by
+the check: 8 bytes a line), so an edited line is never sent; CSV and Parquet rows are held by the file's
+stamp only (inode, size, modification time), looked at every thousand requests and at the end.
 """
 
 from __future__ import annotations
@@ -191,6 +194,8 @@ class InputFile:
         self._template = template
         self._spool = spool
         self._checked: _Stamp | None = None
+        self._lines = array("q")
+        """A hash of each JSONL line's bytes as checked (blank lines too), to hold the second pass to them."""
 
     @classmethod
     def from_stream(
@@ -215,9 +220,10 @@ class InputFile:
     def check(self) -> int:
         """Parse every line; raise InputError naming file and line for the first bad one or repeated id."""
         hashes = array("q")
+        lines = array("q")
         with self._open() as file:
             before = _Stamp.of(file)
-            for request in self._parse(file):
+            for request in self._parse(file, keep=lines):
                 hashes.append(hash(request.id))
             if _Stamp.of(file) != before:
                 raise InputChanged("the input changed while it was checked: check it again", source=self.name)
@@ -228,7 +234,7 @@ class InputFile:
         collisions = {a for a, b in itertools.pairwise(ordered) if a == b}
         if collisions:
             self._raise_first_repeat(collisions)
-        self._checked = before
+        self._checked, self._lines = before, lines
         return self.count
 
     def _raise_first_repeat(self, collisions: set[int]) -> None:
@@ -253,7 +259,7 @@ class InputFile:
             read = 0
             try:
                 self._hold(file, checked)
-                for request in self._parse(file):
+                for request in self._parse(file, hold=self._lines):
                     read += 1
                     if read % _RESTAMP_EVERY == 0:
                         self._hold(file, checked)
@@ -289,10 +295,13 @@ class InputFile:
         except OSError as exc:
             raise InputError(f"cannot read it: {exc.strerror or exc}", source=self.name) from None
 
-    def _parse(self, file: IO[bytes]) -> Iterator[Request]:
+    def _parse(
+        self, file: IO[bytes], *, keep: array[int] | None = None, hold: array[int] | None = None
+    ) -> Iterator[Request]:
+        """The requests in `file`; a JSONL file's line hashes are appended to `keep`, or compared with `hold`."""
         try:
             if self._kind == "jsonl":
-                yield from self._jsonl(file)
+                yield from self._jsonl(file, keep, hold)
                 return
             rows = csv_rows(file, self.name) if self._kind == "csv" else parquet_rows(file, self.name)
             for row, source, number in rows:
@@ -300,8 +309,13 @@ class InputFile:
         except OSError as exc:  # the disk or the pipe failed mid-read
             raise InputError(f"cannot read it: {exc.strerror or exc}", source=self.name) from None
 
-    def _jsonl(self, file: IO[bytes]) -> Iterator[Request]:
+    def _jsonl(self, file: IO[bytes], keep: array[int] | None, hold: array[int] | None) -> Iterator[Request]:
+        number = 0
         for number, raw in enumerate(file, start=1):
+            if keep is not None:
+                keep.append(hash(raw))
+            elif hold is not None and (number > len(hold) or hash(raw) != hold[number - 1]):
+                self._line_changed(number)
             if not raw.strip():
                 continue
             source = f"{self.name}:{number}"
@@ -318,6 +332,15 @@ class InputFile:
                 yield request_from_row(record, number, source, self._template)
             else:
                 yield request_from_record(record, number, source)
+        if hold is not None and number < len(hold):
+            self._line_changed(number + 1)
+
+    def _line_changed(self, number: int) -> NoReturn:
+        raise InputChanged(
+            "the input changed during the run: this line is not what was checked, so it was not sent; "
+            "put it back, or resume with the new one",
+            source=f"{self.name}:{number}",
+        )
 
 
 def _spool(stream: IO[bytes], name: str) -> IO[bytes]:

@@ -123,3 +123,38 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+_LOCKER = (
+    "import sqlite3, sys\n"
+    "db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)\n"
+    "db.execute('BEGIN EXCLUSIVE')\n"
+    "db.execute('CREATE TABLE IF NOT EXISTS held (x)')\n"
+    "print('locked', flush=True)\n"
+    "sys.stdin.read()\n"
+    "db.execute('ROLLBACK')\n"
+)
+
+
+@pytest.fixture
+def locker() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
+    """Another process that holds `BEGIN EXCLUSIVE` on an SQLite file until `release` (or the test's end)."""
+    started: list[subprocess.Popen[str]] = []
+
+    def lock(path: Path) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _LOCKER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        started.append(process)
+        assert process.stdout is not None and process.stdout.readline() == "locked\n"
+        return process
+
+    yield lock
+    for process in started:
+        release(process)
+
+
+def release(process: subprocess.Popen[str]) -> None:
+    """Let a `locker` process go."""
+    if process.poll() is None:
+        process.communicate(timeout=10)

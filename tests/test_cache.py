@@ -14,11 +14,11 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FakeServer, read_jsonl, run_cli, write_jsonl
+from conftest import FakeServer, read_jsonl, release, run_cli, write_jsonl
 
 from llmgather.cache import ResponseCache, cache_key
 from llmgather.errors import InputError
@@ -50,38 +50,6 @@ def finishes(call: Callable[[], object], within_s: float = 5.0) -> list[object]:
     thread.join(within_s)
     assert not thread.is_alive(), f"still blocked after {within_s} s"
     return box
-
-
-@pytest.fixture
-def locker(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
-    """Another process that holds `BEGIN EXCLUSIVE` on a cache file until its stdin closes."""
-    started: list[subprocess.Popen[str]] = []
-    code = (
-        "import sqlite3, sys\n"
-        "db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)\n"
-        "db.execute('BEGIN EXCLUSIVE')\n"
-        "db.execute('CREATE TABLE IF NOT EXISTS held (x)')\n"
-        "print('locked', flush=True)\n"
-        "sys.stdin.read()\n"
-        "db.execute('ROLLBACK')\n"
-    )
-
-    def lock(path: Path) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        started.append(process)
-        assert process.stdout is not None and process.stdout.readline() == "locked\n"
-        return process
-
-    yield lock
-    for process in started:
-        release(process)
-
-
-def release(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.communicate(timeout=10)
 
 
 # --- refused when opened: one line naming the file -------------------------------------------------------

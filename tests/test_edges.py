@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,30 +96,13 @@ def test_a_fallback_the_budget_blocked_writes_no_failure_and_a_resume_sends_it(
 
 # --- 3. a cache locked by another process at start ---------------------------------------------------------
 
-_LOCKER = (
-    "import sqlite3, sys\n"
-    "db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)\n"
-    "db.execute('BEGIN EXCLUSIVE')\n"
-    "db.execute('CREATE TABLE IF NOT EXISTS held (x)')\n"
-    "print('locked', flush=True)\n"
-    "sys.stdin.read()\n"
-    "db.execute('ROLLBACK')\n"
-)
-
 
 @pytest.fixture
-def locked_cache(tmp_path: Path) -> Iterator[Path]:
+def locked_cache(tmp_path: Path, locker: Callable[[Path], subprocess.Popen[str]]) -> Path:
     """A cache file that another process holds `BEGIN EXCLUSIVE` on for the whole test."""
     path = tmp_path / "k.sqlite"
-    process = subprocess.Popen(
-        [sys.executable, "-c", _LOCKER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None and process.stdout.readline() == "locked\n"
-        yield path
-    finally:
-        if process.poll() is None:
-            process.communicate(timeout=10)
+    locker(path)
+    return path
 
 
 def test_a_cache_locked_at_start_is_refused_in_one_line(server: FakeServer, locked_cache: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -103,6 +104,17 @@ def run_cli(
         env=full_env,
         timeout=120,
     )
+
+
+@contextlib.contextmanager
+def reaped(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """`process`, killed at the end if it is still running: a failed assertion leaves no run behind."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def start_cli(*args: str) -> subprocess.Popen[str]:

@@ -195,3 +195,13 @@ def test_complete_and_map_check_what_they_are_given_as_a_file_line_is_checked(se
     asyncio.run(ask())
     with pytest.raises(llmgather.InputError, match="unknown keyword rmp="):
         llmgather.run(["x"], model="openai/fake", api_base=server.url, rmp=5)
+
+
+def test_no_key_is_refused_before_the_output_is_touched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": 0, "model": "openai/gpt-5-mini", "content": "kept", "error": null}\n')
+    before = out.read_bytes()
+    with pytest.raises(llmgather.InputError, match="OPENAI_API_KEY is not set"):
+        llmgather.run(["x"], model="openai/gpt-5-mini", output=out, overwrite=True)
+    assert out.read_bytes() == before

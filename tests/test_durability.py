@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FakeServer, read_jsonl, run_cli, start_cli, write_jsonl
+from conftest import FakeServer, read_jsonl, reaped, run_cli, start_cli, write_jsonl
 
 from llmgather.fake import expected_content, prompt_digest
 
@@ -370,14 +370,10 @@ def _answered(log: Path, offset: int) -> set[str]:
 
 def _kill_when(out: Path, at_least: int, process: subprocess.Popen[str], after_s: float) -> None:
     # A timer thread, not a sleep: the kill lands wherever the run happens to be, mid-write included.
-    try:
+    with reaped(process):
         wait_for_lines(out, at_least, timeout_s=60, writer=process)
         threading.Timer(after_s, process.kill).start()
         process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == -signal.SIGKILL
 
 

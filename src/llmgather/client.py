@@ -172,6 +172,7 @@ async def gather(
     slot = {(r.id, m): i * len(names) + j for i, r in enumerate(requests) for j, m in enumerate(names)}
     results: list[Result | None] = [None] * len(slot)
     backends = dict.fromkeys(names, backend) if backend is not None else None
+    config.check_keys(served=backends or ())  # before the output is opened: --overwrite would empty it
     with contextlib.ExitStack() as stack:
         cache = stack.enter_context(opened_cache(config, shared_cache))  # before the output: see opened_cache
         output = done = None

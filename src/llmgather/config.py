@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,6 +379,9 @@ class RunConfig:
     def everyone(self) -> tuple[ModelConfig, ...]:
         return (*self.models, *self.fallbacks)
 
-    def check_keys(self) -> None:
+    def check_keys(self, served: Collection[str] = ()) -> None:
+        """Refuse, before anything is opened or sent, a model that would have no key; `served` names the
+        models given a backend of the caller's own, which need none."""
         for c in self.everyone:
-            c.check_key()
+            if c.model not in served:
+                c.check_key()

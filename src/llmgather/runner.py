@@ -114,10 +114,6 @@ class Run:
     def everyone(self) -> list[Engine]:
         return [*self.engines, *self.fallbacks]
 
-    @property
-    def cache(self) -> ResultCache | None:
-        return self._cache
-
     def stats(self) -> list[EngineStats]:
         return [engine.stats() for engine in self.everyone]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeServer, read_jsonl, run_cli, start_cli, write_jsonl
+from conftest import FakeServer, read_jsonl, reaped, run_cli, start_cli, write_jsonl
 
 from llmgather.errors import InputError, OutputError
 from llmgather.io import OutputFile, ResumeState, open_input, read_results
@@ -112,17 +112,13 @@ def test_a_second_run_on_the_same_output_is_refused_and_the_first_one_finishes_w
     out = tmp_path / "out.jsonl"
     run = ("run", str(source), "-o", str(out), "-m", MODEL, "--api-base", server.url, "--concurrency", "5")
     first = start_cli(*run)  # two rounds of 3 s: long enough for a second run to start beside it
-    try:
+    with reaped(first):
         started = lambda: (tmp_path / ".out.jsonl.lock").exists() or server.stats()["requests"] > 0  # noqa: E731
         _wait_for(started, "the first run to start")
         second = run_cli(*run, "--resume", "--retry-failed")
         assert second.returncode == 2, second.stderr
         assert f"in use by another llmgather run (pid {first.pid})" in second.stderr
         _, stderr = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(timeout=10)
     assert first.returncode == 0, stderr
     assert sorted(row["id"] for row in read_jsonl(out)) == list(range(10))  # each once: nothing paid twice
     assert server.stats()["requests"] == 10
@@ -147,7 +143,7 @@ def _a_second_run_reaching_the_running_output(
     out = tmp_path / "out.jsonl"
     common = ("-m", MODEL, "--api-base", server.url, "--concurrency", "5")
     first = start_cli("run", str(source), "-o", str(out), *common)  # six rounds of half a second
-    try:
+    with reaped(first):
         _wait_for(lambda: out.exists() and server.stats()["requests"] > 0, "the first run to start")
         second = run_cli("run", str(source), "-o", str(second_name(out)), *common, "--resume")
         assert second.returncode == 2, second.stderr
@@ -155,10 +151,6 @@ def _a_second_run_reaching_the_running_output(
         assert "in use: another process holds it" in second.stderr, second.stderr
         assert len(second.stderr.strip().splitlines()) == 1, second.stderr
         _, stderr = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(timeout=10)
     assert first.returncode == 0, stderr
     assert sorted(row["id"] for row in read_jsonl(out)) == list(range(count))  # each once: nothing paid twice
     assert server.stats()["requests"] == count

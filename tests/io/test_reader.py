@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FakeServer, read_jsonl, run_cli, start_cli, write_jsonl
+from conftest import FakeServer, read_jsonl, reaped, run_cli, start_cli, write_jsonl
 
 from llmgather.errors import InputError
 from llmgather.io.reader import InputChanged, InputFile, open_input
@@ -259,17 +259,13 @@ def test_a_line_edited_in_place_mid_run_is_not_sent(fake_server: Callable[..., F
     run = start_cli(
         "run", str(path), "-o", str(out), "-m", "openai/fake", "--api-base", server.url, "--concurrency", "10"
     )
-    try:
+    with reaped(run):
         deadline = time.monotonic() + 60
         while (not out.exists() or out.read_bytes().count(b"\n") < 100) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert run.poll() is None, "the run must be under way when its input is edited"
         edit_in_place(path, b'"id": "q0550"', b'"id": "q0000"')
         _, stderr = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait(timeout=10)
     assert run.returncode == 3, stderr
     assert "in.jsonl:551: the input changed during the run" in stderr, stderr
     ids = [row["id"] for row in read_jsonl(out)]

@@ -81,7 +81,9 @@ def main() -> None:
     help="Requests in flight at once, per model.",
 )
 @click.option("--rpm", type=float, help="Requests per minute, per model.")
-@click.option("--tpm", type=float, help="Tokens per minute, per model.")
+@click.option("--tpm", type=float, help="Tokens per minute, input and output together (OpenAI's count), per model.")
+@click.option("--input-tpm", type=float, help="Input tokens per minute, per model (Anthropic's ITPM).")
+@click.option("--output-tpm", type=float, help="Output tokens per minute, per model (Anthropic's OTPM).")
 @click.option(
     "--timeout",
     type=float,
@@ -185,6 +187,8 @@ class RunOptions:
     concurrency: int
     rpm: float | None
     tpm: float | None
+    input_tpm: float | None
+    output_tpm: float | None
     timeout: float
     max_retries: int
     deadline: float
@@ -350,6 +354,8 @@ def _run_config(options: RunOptions) -> RunConfig:
         "concurrency": options.concurrency,
         "rpm": options.rpm,
         "tpm": options.tpm,
+        "input_tpm": options.input_tpm,
+        "output_tpm": options.output_tpm,
         "timeout": options.timeout,
         "max_retries": options.max_retries,
         "deadline": options.deadline,

@@ -27,17 +27,69 @@ from llmgather.retry import RetryPolicy
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 OPENAI_API_BASE = "https://api.openai.com/v1"
-NATIVE_PREFIXES = ("openai/", "hosted_vllm/")
-"""LiteLLM's spellings of "an OpenAI-compatible endpoint": models so named take the native path."""
+ANTHROPIC_API_BASE = "https://api.anthropic.com"
+GEMINI_API_BASE = "https://generativelanguage.googleapis.com/v1beta/openai"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A provider served natively: which wire it speaks, where its own endpoint is, and the variable whose
+    key is sent there (and only there) unasked."""
+
+    prefix: str
+    wire: str
+    """The backend that speaks to it: "openai" (chat completions) or "anthropic" (messages)."""
+    api_base: str | None
+    key_env: str | None
+
+
+PROVIDERS = (
+    Provider("openai/", "openai", OPENAI_API_BASE, DEFAULT_KEY_ENV),
+    Provider("anthropic/", "anthropic", ANTHROPIC_API_BASE, "ANTHROPIC_API_KEY"),
+    Provider("gemini/", "openai", GEMINI_API_BASE, "GEMINI_API_KEY"),
+    Provider("hosted_vllm/", "openai", None, None),
+)
+"""Providers with native backends, by the prefix LiteLLM spells them with; the rest go through LiteLLM."""
+NATIVE_PREFIXES = tuple(p.prefix for p in PROVIDERS)
+_BARE = PROVIDERS[0]  # a model named without a provider is OpenAI's
+
+
+def native_provider(model: str, api_base: str | None) -> Provider | None:
+    """The native provider serving `model`, or None for LiteLLM. A bare name is OpenAI's; any other model
+    with an explicit api base is served by an OpenAI-compatible endpoint of the user's own."""
+    for provider in PROVIDERS:
+        if model.startswith(provider.prefix):
+            return provider
+    if "/" not in model:
+        return _BARE
+    return Provider("", "openai", None, None) if api_base is not None else None
 
 
 def uses_native_backend(model: str, api_base: str | None) -> bool:
-    """`openai/...`, a bare model name, and any model with an explicit api base go the native way."""
-    return api_base is not None or model.startswith(NATIVE_PREFIXES) or "/" not in model
+    return native_provider(model, api_base) is not None
+
+
+def provider_model_name(model: str) -> str:
+    """The model's name as the endpoint knows it: the provider never sees the routing prefixes."""
+    for prefix in NATIVE_PREFIXES:
+        if model.startswith(prefix):
+            return model[len(prefix) :]
+    return model
 
 
 MODEL_SETTINGS = frozenset(
-    {"api_base", "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_retries", "deadline"}
+    {
+        "api_base",
+        "api_key_env",
+        "concurrency",
+        "rpm",
+        "tpm",
+        "input_tpm",
+        "output_tpm",
+        "timeout",
+        "max_retries",
+        "deadline",
+    }
 )
 """A model's settings, named alike as flags (`--max-retries`), TOML keys and Python keywords."""
 MODEL_KEYWORDS = MODEL_SETTINGS | {"api_key", "prices"}
@@ -173,6 +225,8 @@ class ModelConfig:
         concurrency: int = 50,
         rpm: float | None = None,
         tpm: float | None = None,
+        input_tpm: float | None = None,
+        output_tpm: float | None = None,
         timeout: float = 120.0,
         max_retries: int = 5,
         deadline: float | None = 600.0,
@@ -180,13 +234,14 @@ class ModelConfig:
         environ: Mapping[str, str] | None = None,
     ) -> ModelConfig:
         """Check every setting and find the key. The key goes only where it belongs: OPENAI_API_KEY to
-        OpenAI's own endpoint; any other endpoint gets a key only from `api_key` or a named `api_key_env`."""
+        OpenAI's own endpoint, ANTHROPIC_API_KEY to Anthropic's, GEMINI_API_KEY to Google's; any other
+        endpoint gets a key only from `api_key` or a named `api_key_env`."""
         api_base = check_api_base(api_base)
         model = check_model_name(model, api_base)
         if api_key_env is not None and (not isinstance(api_key_env, str) or not api_key_env):
             raise InputError(f"api_key_env must name an environment variable, got {api_key_env!r}")
         if api_key is None:
-            env = api_key_env or (DEFAULT_KEY_ENV if _is_openai(model, api_base) else None)
+            env = api_key_env or _own_key_env(model, api_base)
             api_key = ((environ or os.environ).get(env) or None) if env else None  # set but empty is unset
             check_key(api_key, env or "")
         else:
@@ -195,6 +250,8 @@ class ModelConfig:
             concurrency=int(_number("concurrency", concurrency, low=1, low_open=False, whole=True)),
             rpm=_optional("rpm", rpm),
             tpm=_optional("tpm", tpm),
+            input_tpm=_optional("input_tpm", input_tpm),
+            output_tpm=_optional("output_tpm", output_tpm),
         )
         retry = RetryPolicy(
             max_retries=int(_number("max_retries", max_retries, low_open=False, whole=True)),
@@ -224,9 +281,8 @@ class ModelConfig:
             return None
         if self.api_key_env is not None:
             return f"{self.api_key_env} is not set"
-        if _is_openai(self.model, self.api_base):
-            return f"{DEFAULT_KEY_ENV} is not set"
-        return None
+        own = _own_key_env(self.model, self.api_base)
+        return f"{own} is not set" if own is not None else None
 
     def check_key(self) -> None:
         missing = self.missing_key()
@@ -247,11 +303,15 @@ class ModelConfig:
             )
 
 
-def _is_openai(model: str, api_base: str | None) -> bool:
-    """OpenAI's own endpoint: the only one that OPENAI_API_KEY is sent to unasked."""
-    if api_base is None:
-        return uses_native_backend(model, None)
-    return urlsplit(api_base).hostname == urlsplit(OPENAI_API_BASE).hostname
+def _own_key_env(model: str, api_base: str | None) -> str | None:
+    """The variable whose key goes unasked to this endpoint: only a provider's own (OPENAI_API_KEY to
+    api.openai.com, never to a server that merely speaks its wire)."""
+    provider = native_provider(model, api_base)
+    if provider is None or provider.api_base is None or provider.key_env is None:
+        return None
+    if api_base is not None and urlsplit(api_base).hostname != urlsplit(provider.api_base).hostname:
+        return None
+    return provider.key_env
 
 
 # -- the --models TOML file ---------------------------------------------------------------------------

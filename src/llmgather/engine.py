@@ -500,6 +500,7 @@ class Engine:
             rate_limited=rate_limited,
             finished_at=time.time(),
             digest=request.digest(),
+            ttft_s=response.ttft_s,
         )
 
     def _failure(

@@ -80,16 +80,32 @@ class Request:
 
 @dataclass(slots=True)
 class Usage:
+    """Tokens as billed. `prompt_tokens` counts every input token, cached or not, as OpenAI reports it;
+    `cache_read_tokens` and `cache_write_tokens` are the parts of it read from and written to the provider's
+    prompt cache, which are billed at their own rates (Anthropic reports the three apart: a backend adds them up)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        return max(0, self.prompt_tokens - self.cache_read_tokens - self.cache_write_tokens)
 
     def to_dict(self) -> dict[str, int]:
-        return {
+        counts = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+        # Only when there are any: most requests use no prompt cache, and every output line carries these.
+        if self.cache_read_tokens:
+            counts["cache_read_tokens"] = self.cache_read_tokens
+        if self.cache_write_tokens:
+            counts["cache_write_tokens"] = self.cache_write_tokens
+        return counts
 
 
 @dataclass(slots=True)
@@ -100,6 +116,8 @@ class Response:
     usage: Usage | None = None
     finish_reason: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    ttft_s: float | None = None
+    """Seconds from sending to the first token, for a streamed answer."""
 
 
 @dataclass(slots=True)
@@ -136,6 +154,8 @@ class Result:
     """When it was known (Unix time): the report draws the run over time from it."""
     digest: str | None = None
     """`Request.digest()` of the request answered: a resume checks that the id still names it."""
+    ttft_s: float | None = None
+    """Seconds from sending the attempt that answered to its first token; streamed answers only."""
     # The error itself, for callers that raise it (Client.complete); never written out.
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
@@ -162,6 +182,7 @@ class Result:
             rate_limited=record.get("rate_limited") or 0,
             finished_at=record.get("finished_at"),
             digest=record.get("digest"),
+            ttft_s=record.get("ttft_s"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,6 +199,7 @@ class Result:
             "rate_limited": self.rate_limited,
             "finished_at": round(self.finished_at, 3) if self.finished_at is not None else None,
             **({"digest": self.digest} if self.digest is not None else {}),
+            **({"ttft_s": round(self.ttft_s, 4)} if self.ttft_s is not None else {}),
             **({"row": self.row} if self.row is not None else {}),
             **({"answered_by": self.answered_by} if self.answered_by is not None else {}),
         }

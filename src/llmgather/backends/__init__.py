@@ -6,12 +6,14 @@ from llmgather.backends.base import Backend
 from llmgather.backends.function import FunctionBackend
 from llmgather.backends.openai import OpenAIBackend
 from llmgather.backends.redact import redact
-from llmgather.config import uses_native_backend
+from llmgather.config import native_provider
 
 
 def make_backend(model: str, *, api_base: str | None, api_key: str | None, max_connections: int) -> Backend:
-    if uses_native_backend(model, api_base):
-        return OpenAIBackend(model, api_base=api_base, api_key=api_key, max_connections=max_connections)
+    provider = native_provider(model, api_base)
+    if provider is not None:
+        base = api_base or provider.api_base
+        return OpenAIBackend(model, api_base=base, api_key=api_key, max_connections=max_connections)
     from llmgather.backends.litellm import LiteLLMBackend
 
     return LiteLLMBackend(model, api_key=api_key)

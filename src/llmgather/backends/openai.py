@@ -9,21 +9,13 @@ from typing import Any
 import aiohttp
 
 from llmgather.backends.redact import redact
-from llmgather.config import NATIVE_PREFIXES, OPENAI_API_BASE
+from llmgather.config import OPENAI_API_BASE, provider_model_name
 from llmgather.errors import ConnectError, RequestError, ServerError, error_for_status
 from llmgather.retry import parse_retry_after
 from llmgather.types import Request, Response, Usage
 
 _QUOTE_BYTES = 4096
 _CODE_CHARS = 80
-
-
-def provider_model_name(model: str) -> str:
-    """The model's name as the endpoint knows it: the provider never sees the routing prefixes."""
-    for prefix in NATIVE_PREFIXES:
-        if model.startswith(prefix):
-            return model[len(prefix) :]
-    return model
 
 
 class OpenAIBackend:

@@ -53,11 +53,16 @@ class Limits:
     concurrency: int = 50
     rpm: float | None = None
     tpm: float | None = None
+    """Input and output tokens together, as OpenAI counts them."""
+    input_tpm: float | None = None
+    output_tpm: float | None = None
+    """Input and output tokens apart, as Anthropic counts them."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        for name, value in (("rpm", self.rpm), ("tpm", self.tpm)):
+        limits = (("rpm", self.rpm), ("tpm", self.tpm), ("input_tpm", self.input_tpm), ("output_tpm", self.output_tpm))
+        for name, value in limits:
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive")
 

@@ -109,6 +109,9 @@ class EngineStats:
     timeouts: int
     prompt_tokens: int
     completion_tokens: int
+    cache_read_tokens: int
+    """Of `prompt_tokens`, those read from the provider's prompt cache (billed at its cache-read rate)."""
+    cache_write_tokens: int
     cost_usd: float
     errors_by_type: dict[str, int]
     latency_p50_s: float | None
@@ -139,6 +142,8 @@ class _Tally:
     timeouts: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -479,6 +484,8 @@ class Engine:
         if usage is not None:
             tally.prompt_tokens += usage.prompt_tokens
             tally.completion_tokens += usage.completion_tokens
+            tally.cache_read_tokens += usage.cache_read_tokens
+            tally.cache_write_tokens += usage.cache_write_tokens
             if self._cost is not None:
                 cost = self._cost(usage)
                 if cost is not None:
@@ -554,6 +561,8 @@ class Engine:
             timeouts=tally.timeouts,
             prompt_tokens=tally.prompt_tokens,
             completion_tokens=tally.completion_tokens,
+            cache_read_tokens=tally.cache_read_tokens,
+            cache_write_tokens=tally.cache_write_tokens,
             cost_usd=tally.cost_usd,
             errors_by_type=dict(tally.errors),
             latency_p50_s=tally.latency.percentile(50),

@@ -97,7 +97,50 @@ async def litellm_recipe(url: str, prompts: list[str], concurrency: int, timeout
     return await under_semaphore(call, prompts, concurrency)
 
 
-RECIPES = {"aiohttp": raw_aiohttp, "openai": openai_sdk, "litellm": litellm_recipe}
+async def anthropic_sdk(url: str, prompts: list[str], concurrency: int, timeout_s: float) -> tuple[int, int]:
+    import anthropic
+
+    client = anthropic.AsyncAnthropic(base_url=url.removesuffix("/v1"), api_key="k", max_retries=5, timeout=timeout_s)
+
+    def call(prompt: str) -> Awaitable[object]:
+        return client.messages.create(
+            model="fake", max_tokens=ANTHROPIC_MAX_TOKENS, messages=[{"role": "user", "content": prompt}]
+        )
+
+    try:
+        return await under_semaphore(call, prompts, concurrency)
+    finally:
+        await client.close()
+
+
+async def litellm_anthropic(url: str, prompts: list[str], concurrency: int, timeout_s: float) -> tuple[int, int]:
+    import litellm
+
+    litellm.suppress_debug_info = True
+
+    def call(prompt: str) -> Awaitable[object]:
+        return litellm.acompletion(  # type: ignore[no-any-return]
+            model="anthropic/fake",
+            api_base=url.removesuffix("/v1"),
+            api_key="k",
+            timeout=timeout_s,
+            num_retries=3,
+            max_tokens=ANTHROPIC_MAX_TOKENS,
+            messages=[{"role": "user", "content": prompt}],
+        )
+
+    return await under_semaphore(call, prompts, concurrency)
+
+
+# Anthropic requires max_tokens: every tool of the Anthropic bench asks for the same.
+ANTHROPIC_MAX_TOKENS = 64
+RECIPES = {
+    "aiohttp": raw_aiohttp,
+    "openai": openai_sdk,
+    "litellm": litellm_recipe,
+    "anthropic-sdk": anthropic_sdk,
+    "litellm-anthropic": litellm_anthropic,
+}
 
 if __name__ == "__main__":
     name, url, path, concurrency, timeout = sys.argv[1:6]

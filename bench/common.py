@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 ALTERNATIVES = ("aiohttp", "openai", "litellm")
 # LiteLLM otherwise fetches its price map from GitHub at import, retrying for seconds with no network:
 # that would be measured against it, though a user with a network would not wait for it.
-BENCH_ENV = {"OPENAI_API_KEY": "k", "PATH": "", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+BENCH_ENV = {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k", "PATH": "", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
 @dataclass
@@ -55,6 +55,7 @@ def measure(
     concurrency: int,
     timeout_s: float,
     llmgather_args: Sequence[str] = (),
+    model: str = "openai/fake",
 ) -> Measured:
     """Run one tool over `prompts` against a fresh fake provider; count what it and the provider saw."""
     server, url = start_server(server_args)
@@ -63,7 +64,7 @@ def measure(
             out = workdir / "out.jsonl"
             command = [
                 *(sys.executable, "-m", "llmgather", "run", str(prompts), "-o", str(out), "--overwrite"),
-                *("-m", "openai/fake", "--api-base", url, "--quiet"),
+                *("-m", model, "--api-base", url, "--api-key-env", "OPENAI_API_KEY", "--quiet"),
                 *("--concurrency", str(concurrency), "--timeout", str(timeout_s), *llmgather_args),
             ]
         else:

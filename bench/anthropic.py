@@ -1,0 +1,93 @@
+"""The Anthropic path side by side: llmgather's native backend, the official `anthropic` SDK under a semaphore,
+and `litellm.acompletion("anthropic/...")` under a semaphore, against the same fake provider's `/v1/messages`.
+
+(1) CPU: 5,000 requests at zero latency; CPU per request, start-up included, as ratios to llmgather's.
+(2) Limits: 2,000 requests under Anthropic's three limits at once (requests, input tokens and output tokens
+    per minute, each enforced over a sliding minute and quantized per second, output reserved at max_tokens as
+    Anthropic does). The bound is the slowest of the three: requests / rpm, input tokens / itpm,
+    output tokens reserved / otpm. Targets: every prompt answered, wall at most 1.05 x the bound, at most 1% of
+    requests refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from alternatives import ANTHROPIC_MAX_TOKENS
+from common import Measured, measure, print_table, ratio
+from limits import mixed_prompts
+
+from llmgather.fake.server import count_tokens
+
+TOOLS = ("llmgather", "anthropic-sdk", "litellm-anthropic")
+CPU_PROMPTS = 5000
+LIMIT_PROMPTS = 2000
+# Each of the three limits alone would take about 15 s for the 2,000 mixed prompts: all three bind.
+RPM, ITPM, OTPM = 8_000, 1_000_000, 500_000
+HEADER = ("scenario", "tool", "succeeded", "requests", "429s", "wall s", "wall / bound", "CPU ms/request", "CPU ratio")
+
+
+def write_requests(path: Path, prompts: list[str]) -> Path:
+    import json
+
+    lines = (json.dumps({"id": i, "prompt": p, "max_tokens": ANTHROPIC_MAX_TOKENS}) for i, p in enumerate(prompts))
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def bound_s(prompts: list[str]) -> float:
+    by_requests = len(prompts) / (RPM / 60)
+    by_input = sum(count_tokens(p) for p in prompts) / (ITPM / 60)
+    by_output = len(prompts) * ANTHROPIC_MAX_TOKENS / (OTPM / 60)  # the fake answers all max_tokens
+    return max(by_requests, by_input, by_output)
+
+
+def run(tool: str, server_args: tuple[str, ...], prompts: Path, tmp: Path, told: tuple[str, ...] = ()) -> Measured:
+    m = measure(
+        tool, server_args, prompts, tmp, concurrency=100, timeout_s=30.0, llmgather_args=told, model="anthropic/fake"
+    )
+    print(f"{tool}: ok {m.ok} failed {m.failed} wall {m.wall_s:.2f} s cpu {m.cpu_s:.2f} s {m.server}", file=sys.stderr)
+    return m
+
+
+def table_row(
+    scenario: str, tool: str, m: Measured, prompts: int, over_bound: str, cpu_ms: str = "-", cpu_ratio: str = "-"
+) -> tuple[str, ...]:
+    requests, refused = int(str(m.server["requests"])), int(str(m.server["rate_limited"]))
+    share = f"{refused} ({refused / max(1, requests):.1%})"
+    return (scenario, tool, f"{m.ok}/{prompts}", str(requests), share, f"{m.wall_s:.2f}", over_bound, cpu_ms, cpu_ratio)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
+    args = parser.parse_args()
+    tools = args.tools.split(",")
+    rows: list[tuple[str, ...]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        prompts = write_requests(work / "cpu.jsonl", [f"bench prompt {i}" for i in range(CPU_PROMPTS)])
+        cpu = {tool: run(tool, ("--latency", "0"), prompts, work) for tool in tools}
+        for tool, m in cpu.items():
+            reference = cpu.get("llmgather")
+            per_request = f"{m.cpu_s / CPU_PROMPTS * 1000:.3f}"
+            cpu_ratio = ratio(m.cpu_s, reference.cpu_s) if reference else "-"
+            rows.append(table_row("(1) CPU, 5,000 at zero latency", tool, m, CPU_PROMPTS, "-", per_request, cpu_ratio))
+        texts = mixed_prompts(LIMIT_PROMPTS)
+        prompts = write_requests(work / "limits.jsonl", texts)
+        limits = ("--rpm", str(RPM), "--input-tpm", str(ITPM), "--output-tpm", str(OTPM))
+        server_args = (*limits, "--latency", "0.3", "--completion-tokens", str(ANTHROPIC_MAX_TOKENS))
+        bound = bound_s(texts)
+        for tool in tools:
+            m = run(tool, server_args, prompts, work, told=limits if tool == "llmgather" else ())
+            rows.append(table_row("(2) rpm + itpm + otpm, 2,000", tool, m, LIMIT_PROMPTS, f"{m.wall_s / bound:.3f}"))
+    print(f"bound of (2): {bound:.2f} s", file=sys.stderr)
+    print_table(HEADER, rows, markdown=args.markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,15 +6,18 @@
     │   └── OutputError            the output could not be written (disk full, folder gone); what was written is whole
     └── RequestError               one request failed; carries the HTTP status when there was one
         ├── TransientError         worth another attempt
-        │   ├── RateLimitError     429 rate limit
-        │   ├── ServerError        408, 409, 500, 502, 503, 504, 529
-        │   ├── ConnectError       connection refused, reset or dropped
+        │   ├── RateLimitError     429 rate limit (a per-minute quota too)
+        │   ├── ServerError        408, 409, 498 capacity, 500, 502, 503, 504, 529 overloaded; an error mid-stream
+        │   ├── ConnectError       connection refused, reset or dropped; a stream cut short
         │   └── RequestTimeout     the attempt took longer than its timeout
         ├── PermanentError         this request will never succeed as it is: 400, 404, 413, 422
         └── FatalError             no request will succeed: stop dispatching
             ├── AuthenticationError   401, 403
-            ├── QuotaExceededError    429 insufficient_quota
+            ├── QuotaExceededError    429 insufficient_quota, a per-day quota, a credit balance too low
             └── ModelNotFoundError    the model does not exist at this endpoint
+
+`x-should-retry: true|false` on an answer overrides its status (as OpenAI's and Anthropic's SDKs let it):
+true makes it transient, false permanent.
 
 Backends translate what their provider says into these, in one place each.
 """
@@ -118,8 +121,11 @@ class ModelNotFoundError(FatalError):
     pass
 
 
-_TRANSIENT_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
+_TRANSIENT_STATUSES = {408, 409, 429, 498, 500, 502, 503, 504, 529}
 _QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "quota_exceeded"}
+_QUOTA_MESSAGES = ("credit balance is too low",)
+"""Anthropic says a spent balance with a 400 (invalid_request_error): no request will pass until it is topped up."""
+_MODEL_CODES = {"model_not_found", "model_not_available"}
 
 
 def error_for_status(
@@ -130,16 +136,30 @@ def error_for_status(
     retry_after: float | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> RequestError:
-    """Map an HTTP answer onto the taxonomy: the one place that knows what a status means."""
-    kind: type[RequestError]
-    if status == 429:
-        kind = QuotaExceededError if code in _QUOTA_CODES else RateLimitError
-    elif status in (401, 403):
-        kind = AuthenticationError
-    elif status == 404 and code in ("model_not_found", "model_not_available"):
-        kind = ModelNotFoundError
-    elif status in _TRANSIENT_STATUSES or status >= 500:
-        kind = ServerError
-    else:
+    """Map an HTTP answer onto the taxonomy: the one place that knows what a status means.
+
+    `code` is the provider's own name for the error (OpenAI's `code`, Anthropic's `error.type`, the
+    `quotaId` of a Gemini quota violation)."""
+    kind = _kind(status, message, code)
+    should_retry = headers.get("x-should-retry") if headers is not None else None
+    if should_retry == "true" and not issubclass(kind, TransientError):
+        kind = RateLimitError if status == 429 else ServerError
+    elif should_retry == "false" and issubclass(kind, TransientError):
         kind = PermanentError
     return kind(message, status=status, code=code, retry_after=retry_after, headers=headers)
+
+
+def _kind(status: int, message: str, code: str | None) -> type[RequestError]:
+    if code in _QUOTA_CODES or (status == 429 and code is not None and "PerDay" in code):
+        return QuotaExceededError  # a per-day quota (Gemini's quotaId) is not back within any deadline
+    if status == 400 and any(words in message.lower() for words in _QUOTA_MESSAGES):
+        return QuotaExceededError
+    if status == 429:
+        return RateLimitError
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 404 and (code in _MODEL_CODES or (code == "not_found_error" and message.startswith("model:"))):
+        return ModelNotFoundError  # Anthropic: {"type": "not_found_error", "message": "model: claude-..."}
+    if status in _TRANSIENT_STATUSES or status >= 500:
+        return ServerError
+    return PermanentError

@@ -1,21 +1,24 @@
-"""Native OpenAI-compatible chat completions over aiohttp: OpenAI, vLLM, Ollama, llama.cpp, and the rest."""
+"""Native OpenAI-compatible chat completions over aiohttp: OpenAI, Gemini's compatible endpoint, vLLM, Ollama,
+llama.cpp, and the rest."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
+from llmgather.backends.base import count, json_body, open_session, quote
 from llmgather.backends.redact import redact
 from llmgather.config import OPENAI_API_BASE, provider_model_name
 from llmgather.errors import ConnectError, RequestError, ServerError, error_for_status
-from llmgather.retry import parse_retry_after
+from llmgather.retry import parse_duration, parse_retry_after
 from llmgather.types import Request, Response, Usage
 
-_QUOTE_BYTES = 4096
 _CODE_CHARS = 80
+_GOOGLE_RPC = "type.googleapis.com/google.rpc."
 
 
 class OpenAIBackend:
@@ -37,25 +40,17 @@ class OpenAIBackend:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
-        # Sized to the run's concurrency: aiohttp's default pool silently caps a run at 100 connections.
-        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
-        # The engine times each attempt itself; here only "no timeout", so aiohttp's 300 s default
-        # (rounded up to whole seconds) never cuts in first.
-        timeout = aiohttp.ClientTimeout(total=None, ceil_threshold=3600)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-        return self._session
-
     async def send(self, request: Request) -> Response:
-        session = self._session or self._open()
+        if self._session is None:
+            self._session = open_session(self._max_connections)
         body = {"model": self.model, "messages": request.messages, **request.params}
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         try:
-            async with session.post(self._url, data=payload, headers=self._headers) as resp:
+            sent_at = time.perf_counter()
+            async with self._session.post(self._url, data=json_body(body), headers=self._headers) as resp:
                 if resp.status != 200:
                     raise self._error(resp.status, await resp.read(), resp.headers)
                 if body.get("stream"):
-                    return await _read_stream(resp, self._api_key)
+                    return await _read_stream(resp, sent_at, self._api_key)
                 return _parse_completion(await resp.read(), resp.headers, self._api_key)
         except aiohttp.ClientResponseError as exc:
             raise error_for_status(exc.status, self._redact(exc.message)) from exc
@@ -63,9 +58,11 @@ class OpenAIBackend:
             raise ConnectError(f"{type(exc).__name__}: {self._redact(str(exc))}") from exc
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> RequestError:
-        message, code = _error_details(raw)
+        message, code, delay = _error_details(raw)
         message, code = self._redact(message), (redact(code, self._api_key, limit=_CODE_CHARS) if code else None)
         retry_after = parse_retry_after(headers)
+        if retry_after is None:
+            retry_after = delay
         return error_for_status(status, message, code=code, retry_after=retry_after, headers=headers)
 
     def _redact(self, text: str) -> str:
@@ -77,20 +74,41 @@ class OpenAIBackend:
             self._session = None
 
 
-def _error_details(raw: bytes) -> tuple[str, str | None]:
+def _error_details(raw: bytes) -> tuple[str, str | None, float | None]:
+    """The message, the provider's code and a retry delay from an error body: OpenAI's `{"error": {...}}`,
+    or Google's, which comes as a JSON array of one such object and says more in its `details`."""
     try:
-        error = json.loads(raw)["error"]
+        data = json.loads(raw)
+        if isinstance(data, list) and data:
+            data = data[0]
+        error = data["error"]
         if isinstance(error, str):
-            return error, None
+            return error, None, None
         code = error.get("code") or error.get("type")
-        return str(error.get("message") or code or "error"), (str(code) if code else None)
+        quota_id, delay = _google_details(error.get("details"))
+        code = quota_id or code
+        return str(error.get("message") or code or "error"), (str(code) if code else None), delay
     except (ValueError, KeyError, TypeError, AttributeError):
-        return _quote(raw) or "empty answer", None
+        return quote(raw) or "empty answer", None, None
 
 
-def _quote(raw: bytes) -> str:
-    # Only the head is read: redaction bounds the quote again, after it has looked at every word.
-    return raw[:_QUOTE_BYTES].decode("utf-8", "replace")
+def _google_details(details: Any) -> tuple[str | None, float | None]:
+    """From Google's error details: the quota that was hit (a per-day one first, as it is the one that
+    matters) and `RetryInfo.retryDelay` in seconds."""
+    quota_id: str | None = None
+    delay: float | None = None
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, dict):
+            continue
+        kind = str(detail.get("@type", "")).removeprefix(_GOOGLE_RPC)
+        if kind == "RetryInfo":
+            delay = parse_duration(detail.get("retryDelay"))
+        elif kind == "QuotaFailure":
+            for violation in detail.get("violations") or ():
+                found = violation.get("quotaId") if isinstance(violation, dict) else None
+                if isinstance(found, str) and (quota_id is None or "PerDay" in found):
+                    quota_id = found
+    return quota_id, delay
 
 
 def _parse_completion(raw: bytes, headers: Mapping[str, str], secret: str | None) -> Response:
@@ -105,35 +123,26 @@ def _parse_completion(raw: bytes, headers: Mapping[str, str], secret: str | None
             headers=headers,
         )
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise ServerError(f"malformed completion: {redact(_quote(raw), secret)!r}") from exc
+        raise ServerError(f"malformed completion: {redact(quote(raw), secret)!r}") from exc
 
 
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    prompt = _count(raw.get("prompt_tokens"))
-    completion = _count(raw.get("completion_tokens"))
+    prompt = count(raw.get("prompt_tokens"))
+    completion = count(raw.get("completion_tokens"))
     total = raw.get("total_tokens")
-    return Usage(prompt, completion, prompt + completion if total is None else _count(total))
+    details = raw.get("prompt_tokens_details")
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return Usage(prompt, completion, prompt + completion if total is None else count(total), cache_read_tokens=cached)
 
 
-def _count(raw: Any) -> int:
-    """A token count as the provider gave it; ValueError (a malformed answer) unless a whole number >= 0.
-    A negative count would be a negative cost, and a spend below zero defeats `--max-cost`."""
-    if raw is None:
-        return 0
-    if isinstance(raw, float) and raw.is_integer():
-        raw = int(raw)
-    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
-        raise ValueError(f"token count {raw!r} is not a whole number >= 0")
-    return raw
-
-
-async def _read_stream(resp: aiohttp.ClientResponse, secret: str | None) -> Response:
-    """Assemble a server-sent-event stream of chunks into one answer."""
+async def _read_stream(resp: aiohttp.ClientResponse, sent_at: float, secret: str | None) -> Response:
+    """Assemble a server-sent-event stream of chunks into one answer, timing its first token."""
     parts: list[str] = []
     usage: Usage | None = None
     finish_reason: str | None = None
+    ttft_s: float | None = None
     async for line in resp.content:
         if not line.startswith(b"data:"):
             continue
@@ -146,10 +155,12 @@ async def _read_stream(resp: aiohttp.ClientResponse, secret: str | None) -> Resp
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
                 if delta.get("content"):
+                    if ttft_s is None:
+                        ttft_s = time.perf_counter() - sent_at
                     parts.append(delta["content"])
                 finish_reason = choice.get("finish_reason") or finish_reason
         except (ValueError, TypeError, AttributeError) as exc:
-            raise ServerError(f"malformed stream chunk: {redact(_quote(data), secret)!r}") from exc
+            raise ServerError(f"malformed stream chunk: {redact(quote(data), secret)!r}") from exc
     else:
         raise ConnectError("stream ended before [DONE]")
-    return Response(content="".join(parts), usage=usage, finish_reason=finish_reason, headers=resp.headers)
+    return Response("".join(parts), usage=usage, finish_reason=finish_reason, headers=resp.headers, ttft_s=ttft_s)

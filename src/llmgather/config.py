@@ -189,13 +189,23 @@ def check_key(key: Any, where: str) -> str | None:
 
 
 def check_prices(prices: Mapping[str, Any] | None) -> dict[str, Prices]:
+    """Prices by model, each `[input, output]`, `[input, output, cache_read]` or `[input, output, cache_read,
+    cache_write]` in USD per million tokens, or a `Prices`. A cache rate left out (or None) is the input rate."""
     checked: dict[str, Prices] = {}
     for model, price in (prices or {}).items():
-        if not isinstance(price, list | tuple) or len(price) != 2:
-            raise InputError(f"the price of {model} must be [prompt, completion] in USD per million tokens")
-        prompt = _number(f"the prompt price of {model}", price[0], low_open=False)
-        completion = _number(f"the completion price of {model}", price[1], low_open=False)
-        checked[model] = (float(prompt), float(completion))
+        if isinstance(price, Prices):
+            price = (price.input, price.output, price.cache_read, price.cache_write)
+        if not isinstance(price, list | tuple) or not 2 <= len(price) <= 4:
+            raise InputError(
+                f"the price of {model} must be [input, output] or [input, output, cache_read, cache_write]"
+                " in USD per million tokens"
+            )
+        names = ("input", "output", "cache-read", "cache-write")
+        rates = [_optional(f"the {n} price of {model}", p, low_open=False) for n, p in zip(names, price, strict=False)]
+        rates = [None if r is None else float(r) for r in rates] + [None] * (4 - len(rates))
+        if rates[0] is None or rates[1] is None:
+            raise InputError(f"the price of {model} needs its input and output prices, got {list(price)}")
+        checked[model] = Prices(rates[0], rates[1], rates[2], rates[3])
     return checked
 
 

@@ -1,9 +1,15 @@
-"""Cost per model: US dollars per million prompt and completion tokens.
+"""Cost per model as the provider bills it: US dollars per million input, output, cache-read and cache-write
+tokens.
 
-Prices come from, in order: the user (`--price MODEL=IN,OUT`), LiteLLM's price map when LiteLLM is installed
-(read from the JSON file it ships, without importing LiteLLM, which takes seconds), and a small bundled table.
-A model served at an endpoint of the user's own (`--api-base`) is priced only by the user and the bundled
-table: LiteLLM's map describes the providers' own endpoints, and reading it costs every run 50 ms.
+Prices come from, in order: the user (`--price MODEL=IN,OUT[,CACHE_READ[,CACHE_WRITE]]`), LiteLLM's price map
+when LiteLLM is installed (read from the JSON file it ships, without importing LiteLLM, which takes seconds),
+and a small bundled table. A model served at an endpoint of the user's own (`--api-base`) is priced only by
+the user and the bundled table: LiteLLM's map describes the providers' own endpoints, and reading it costs
+every run 50 ms.
+
+Cached input is billed apart: OpenAI and Gemini bill tokens read from the prompt cache at a fraction of the
+input rate, Anthropic bills reads at 0.1x and writes (five-minute cache) at 1.25x. A model without a cache rate
+has its cached tokens priced at its input rate.
 """
 
 from __future__ import annotations
@@ -11,47 +17,72 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from llmgather.errors import InputError
 from llmgather.litellm_files import litellm_file
 from llmgather.types import Usage
 
-# A small bundled table for common models (list prices, USD per million tokens: prompt, completion).
-PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
-    "gpt-5": (1.25, 10.0),
-    "gpt-5-mini": (0.25, 2.0),
-    "gpt-5-nano": (0.05, 0.40),
-    "gpt-4.1": (2.0, 8.0),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4o": (2.50, 10.0),
-    "gpt-4o-mini": (0.15, 0.60),
-    "o3": (2.0, 8.0),
-    "o4-mini": (1.10, 4.40),
-    "claude-sonnet-4-5": (3.0, 15.0),
-    "claude-haiku-4-5": (1.0, 5.0),
-    "claude-opus-4-1": (15.0, 75.0),
-    "gemini-2.5-pro": (1.25, 10.0),
-    "gemini-2.5-flash": (0.30, 2.50),
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """USD per million tokens. A cache rate of None is the input rate."""
+
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+    def cost_usd(self, usage: Usage) -> float:
+        """uncached input x input + cache reads x read + cache writes x write + completion x output."""
+        read = self.input if self.cache_read is None else self.cache_read
+        write = self.input if self.cache_write is None else self.cache_write
+        micro = (
+            usage.uncached_prompt_tokens * self.input
+            + usage.cache_read_tokens * read
+            + usage.cache_write_tokens * write
+            + usage.completion_tokens * self.output
+        )
+        return round(micro / 1e6, 8)
+
+
+# A small bundled table for common models: list prices, USD per million tokens (input, output, cache read,
+# cache write). OpenAI bills no cache write; Gemini's implicit caching neither (its explicit cache's storage
+# is billed by the hour, outside any request).
+PRICES_PER_MTOK: dict[str, Prices] = {
+    "gpt-5": Prices(1.25, 10.0, 0.125),
+    "gpt-5-mini": Prices(0.25, 2.0, 0.025),
+    "gpt-5-nano": Prices(0.05, 0.40, 0.005),
+    "gpt-4.1": Prices(2.0, 8.0, 0.50),
+    "gpt-4.1-mini": Prices(0.40, 1.60, 0.10),
+    "gpt-4.1-nano": Prices(0.10, 0.40, 0.025),
+    "gpt-4o": Prices(2.50, 10.0, 1.25),
+    "gpt-4o-mini": Prices(0.15, 0.60, 0.075),
+    "o3": Prices(2.0, 8.0, 0.50),
+    "o4-mini": Prices(1.10, 4.40, 0.275),
+    "claude-sonnet-4-5": Prices(3.0, 15.0, 0.30, 3.75),
+    "claude-haiku-4-5": Prices(1.0, 5.0, 0.10, 1.25),
+    "claude-opus-4-1": Prices(15.0, 75.0, 1.50, 18.75),
+    "gemini-2.5-pro": Prices(1.25, 10.0, 0.125),
+    "gemini-2.5-flash": Prices(0.30, 2.50, 0.03),
 }
 
-
-Prices = tuple[float, float]
-"""USD per million tokens: (prompt, completion)."""
+PRICE_FORM = "MODEL=IN,OUT[,CACHE_READ[,CACHE_WRITE]] in USD per million tokens, e.g. gpt-5=1.25,10,0.125"
 
 
 def parse_price(text: str) -> tuple[str, Prices]:
-    """`MODEL=IN,OUT` (USD per million prompt and completion tokens), as `--price` takes it."""
+    """`MODEL=IN,OUT[,CACHE_READ[,CACHE_WRITE]]` (USD per million tokens), as `--price` takes it."""
     model, _, numbers = text.partition("=")
     try:
-        prompt, completion = (float(n) for n in numbers.split(","))
+        values = [float(n) for n in numbers.split(",")]
     except ValueError:
-        raise InputError(
-            f"--price {text!r}: expected MODEL=IN,OUT in USD per million tokens, e.g. gpt-5=1.25,10"
-        ) from None
-    if not model or prompt < 0 or completion < 0:
-        raise InputError(f"--price {text!r}: expected MODEL=IN,OUT with prices of 0 or more")
-    return model, (prompt, completion)
+        values = []
+    if not model or not 2 <= len(values) <= 4:
+        raise InputError(f"--price {text!r}: expected {PRICE_FORM}")
+    if any(not 0 <= v < float("inf") for v in values):
+        raise InputError(f"--price {text!r}: prices must be numbers of 0 or more")
+    return model, Prices(*values)
 
 
 def price_of(
@@ -85,17 +116,18 @@ def _litellm_prices() -> dict[str, Prices]:
     for model, entry in entries.items():
         if not isinstance(entry, dict) or entry.get("mode", "chat") != "chat":
             continue
-        prompt, completion = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
-        if isinstance(prompt, int | float) and isinstance(completion, int | float):
-            prices[model] = (prompt * 1e6, completion * 1e6)
+        prompt, completion = _per_mtok(entry, "input_cost_per_token"), _per_mtok(entry, "output_cost_per_token")
+        if prompt is not None and completion is not None:
+            read = _per_mtok(entry, "cache_read_input_token_cost")
+            write = _per_mtok(entry, "cache_creation_input_token_cost")
+            prices[model] = Prices(prompt, completion, read, write)
     return prices
 
 
+def _per_mtok(entry: dict[str, Any], key: str) -> float | None:
+    value = entry.get(key)
+    return value * 1e6 if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def cost_function(prices: Prices | None) -> Callable[[Usage], float] | None:
-    if prices is None:
-        return None
-    return lambda usage: cost_usd(prices, usage.prompt_tokens, usage.completion_tokens)
-
-
-def cost_usd(prices: Prices, prompt_tokens: int, completion_tokens: int) -> float:
-    return round((prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6, 8)
+    return None if prices is None else prices.cost_usd

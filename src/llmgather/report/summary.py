@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from llmgather.engine import EngineStats
 from llmgather.limits.tokens import DEFAULT_COMPLETION_TOKENS
-from llmgather.pricing import Prices, cost_usd
+from llmgather.pricing import Prices
 from llmgather.progress import pace_text
+from llmgather.types import Usage
 
 
 def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
@@ -30,6 +31,8 @@ def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
         lines.append(
             f"  tokens     {total_tokens:,} ({stats.prompt_tokens:,} prompt, {stats.completion_tokens:,} completion)"
         )
+        if stats.cache_read_tokens or stats.cache_write_tokens:
+            lines.append(f"  cached     {_cached(stats.cache_read_tokens, stats.cache_write_tokens)}")
         lines.append(f"  attempts   {_attempts(stats)}")
         lines.append(f"  pace       {pace_text(stats.limiter)}")
         if stats.cost_usd:
@@ -46,6 +49,13 @@ def _requests(stats: EngineStats) -> str:
         + f", {stats.failed} failed"
         + (f"; {_stopped(stats.stopped_by)}" if stats.stopped_by else "")
     )
+
+
+def _cached(read: int, written: int) -> str:
+    """Prompt tokens the provider's cache served or stored, parts of the prompt count, each billed at its rate."""
+    parts = [f"{read:,} read from the prompt cache"] if read else []
+    parts += [f"{written:,} written to it" if read else f"{written:,} written to the prompt cache"] if written else []
+    return ", ".join(parts) + " (of the prompt tokens)"
 
 
 def _attempts(stats: EngineStats) -> str:
@@ -86,7 +96,7 @@ class Estimate:
 
     @property
     def cost_usd(self) -> float | None:
-        return None if self.prices is None else cost_usd(self.prices, self.prompt_tokens, self.completion_tokens)
+        return None if self.prices is None else self.prices.cost_usd(Usage(self.prompt_tokens, self.completion_tokens))
 
 
 def dry_run_lines(estimates: Sequence[Estimate]) -> list[str]:

@@ -18,6 +18,5 @@ def render(comparison: Comparison, fmt: str, answers: str = "all") -> str:
     if fmt == "csv":
         return "\n".join(tables.csv_text(t) for t in (figures, answered) if t is not None)
     draw = tables.markdown if fmt == "markdown" else tables.plain
-    note = [f"accuracy: {comparison.scoring}"] if comparison.scoring else []
     answer_lines = [draw(answered)] if answered is not None else []
-    return "\n\n".join([draw(figures), *note, *answer_lines]) + "\n"
+    return "\n\n".join([draw(figures), *tables.notes(comparison), *answer_lines]) + "\n"

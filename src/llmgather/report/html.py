@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llmgather.report import charts
 from llmgather.report.results import Comparison, compare
-from llmgather.report.tables import Table, html_table, model_table
+from llmgather.report.tables import Table, html_table, model_table, notes
 
 _CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
@@ -28,15 +28,15 @@ def page(title: str, body: str) -> str:
 
 
 def figures_table(comparison: Comparison) -> str:
-    """The per-model table, numbers aligned right."""
-    return html_table(model_table(comparison)).replace("<table>", "<table class='figures'>", 1)
+    """The per-model table, numbers aligned right, and its notes."""
+    table = html_table(model_table(comparison)).replace("<table>", "<table class='figures'>", 1)
+    return table + "".join(f"<p class='note'>{html.escape(line)}</p>" for line in notes(comparison))
 
 
 def comparison_page(comparison: Comparison, answers: Table | None) -> str:
     """`llmgather compare --format html`: the per-model table, then each prompt's answers."""
-    scoring = f"<p>accuracy: {html.escape(comparison.scoring)}</p>" if comparison.scoring else ""
     answered = f"<h2>Answers</h2>{html_table(answers)}" if answers is not None else ""
-    return page("llmgather comparison", f"<h1>Models</h1>{figures_table(comparison)}{scoring}{answered}")
+    return page("llmgather comparison", f"<h1>Models</h1>{figures_table(comparison)}{answered}")
 
 
 def build_report(path: Path) -> str:

@@ -41,9 +41,17 @@ class ModelSummary:
     succeeded: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float = 0.0
     priced: bool = False
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    ttft: LatencyHistogram = field(default_factory=LatencyHistogram)
+    """Time to the first token of the streamed answers."""
+    speed: LatencyHistogram = field(default_factory=LatencyHistogram)
+    """Output tokens per second of each answer: over the time after its first token when streamed."""
+    speeds_streamed: int = 0
+    """Of `speed`'s answers, those streamed (the rest are timed from sending, first token included)."""
     scored: int = 0
     score_total: float = 0.0
     timeline: Timeline | None = None
@@ -120,10 +128,14 @@ def _count(summary: ModelSummary, record: dict[str, Any]) -> None:
     if ok:
         summary.succeeded += 1
         usage = record.get("usage") or {}
+        completion = int(usage.get("completion_tokens") or 0)
         summary.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        summary.completion_tokens += int(usage.get("completion_tokens") or 0)
+        summary.completion_tokens += completion
+        summary.cache_read_tokens += int(usage.get("cache_read_tokens") or 0)
+        summary.cache_write_tokens += int(usage.get("cache_write_tokens") or 0)
         if latency is not None:
             summary.latency.add(latency)
+            _time_tokens(summary, latency, record.get("ttft_s"), completion)
     if record.get("cost_usd") is not None:
         summary.cost_usd += float(record["cost_usd"])
         summary.priced = True
@@ -139,6 +151,17 @@ def _count(summary: ModelSummary, record: dict[str, Any]) -> None:
             timeline.rate_limited_at.append(float(finished))
         elif (record.get("attempts") or 0) > 1:
             timeline.retried_at.append(float(finished))
+
+
+def _time_tokens(summary: ModelSummary, latency: float, ttft: Any, completion: int) -> None:
+    """The answer's time to first token, and its output speed: after the first token when streamed."""
+    streamed = isinstance(ttft, int | float) and not isinstance(ttft, bool) and 0 <= ttft <= latency
+    if streamed:
+        summary.ttft.add(float(ttft))
+    generating = latency - float(ttft) if streamed else latency
+    if completion > 0 and generating > 0:
+        summary.speed.add(completion / generating)
+        summary.speeds_streamed += streamed
 
 
 def _mark(

@@ -15,27 +15,53 @@ Table = tuple[list[str], list[list[str]]]
 
 
 def model_table(comparison: Comparison) -> Table:
+    """One row per model. Cached tokens, time to first token and output speed have columns only when some
+    model has them: most runs use no prompt cache, and only streamed answers have a first token timed."""
+    models = comparison.models
+    cached = any(m.cache_read_tokens or m.cache_write_tokens for m in models)
+    streamed = any(m.ttft.count for m in models)
+    speed = any(m.speed.count for m in models)
     header = ["model", "results", "succeeded", "p50 s", "p95 s", "p99 s", "prompt tokens", "completion tokens"]
+    header += ["cache read tokens", "cache write tokens"] if cached else []
+    header += ["TTFT p50 s", "TTFT p95 s"] if streamed else []
+    header += ["output tok/s"] if speed else []
     header += ["cost USD"]
     if comparison.scoring:
         header.append("accuracy")
     rows = []
-    for m in comparison.models:
-        row = [
-            m.model,
-            str(m.results),
-            f"{m.succeeded / m.results:.1%}",
-            _seconds(m.latency.percentile(50)),
-            _seconds(m.latency.percentile(95)),
-            _seconds(m.latency.percentile(99)),
-            str(m.prompt_tokens),
-            str(m.completion_tokens),
-            f"{m.cost_usd:.4f}" if m.priced else "-",
-        ]
+    for m in models:
+        row = [m.model, str(m.results), f"{m.succeeded / m.results:.1%}"]
+        row += [_seconds(m.latency.percentile(q)) for q in (50, 95, 99)]
+        row += [str(m.prompt_tokens), str(m.completion_tokens)]
+        row += [str(m.cache_read_tokens), str(m.cache_write_tokens)] if cached else []
+        row += [_seconds(m.ttft.percentile(q)) for q in (50, 95)] if streamed else []
+        row += [_rate(m.speed.percentile(50))] if speed else []
+        row.append(f"{m.cost_usd:.4f}" if m.priced else "-")
         if comparison.scoring:
             row.append(f"{m.accuracy:.1%}" if m.accuracy is not None else "-")
         rows.append(row)
     return header, rows
+
+
+def notes(comparison: Comparison) -> list[str]:
+    """What the model table's less obvious columns measure, for beneath it."""
+    timed = sum(m.speed.count for m in comparison.models)
+    streamed = sum(m.speeds_streamed for m in comparison.models)
+    lines = []
+    if timed:
+        if streamed == timed:
+            how = "completion tokens / (latency - TTFT), every answer having been streamed"
+        elif streamed == 0:
+            how = "completion tokens / latency (no answer was streamed, so the time to the first token is included)"
+        else:
+            how = (
+                f"completion tokens / (latency - TTFT) for the {streamed:,} streamed answers,"
+                f" completion tokens / latency (first token included) for the other {timed - streamed:,}"
+            )
+        lines.append(f"output tok/s: the median over answers of {how}")
+    if comparison.scoring:
+        lines.append(f"accuracy: {comparison.scoring}")
+    return lines
 
 
 def answer_table(comparison: Comparison, width: int | None = 60, which: str = "all") -> Table:
@@ -57,6 +83,10 @@ def answer_table(comparison: Comparison, width: int | None = 60, which: str = "a
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _disagree(by_model: dict[str, str | None], models: Sequence[str]) -> bool:

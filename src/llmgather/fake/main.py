@@ -9,14 +9,16 @@ import signal
 import sys
 from collections.abc import Callable
 
-from llmgather.fake.server import FakeConfig, serve
+from llmgather.fake.common import FakeConfig
+from llmgather.fake.server import serve
 
 
 def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
     parser = argparse.ArgumentParser(
         prog="llmgather fake-server",
-        description="An OpenAI-compatible fake provider with latency, rate limits and faults, for dry runs and tests. "
-        "It prints 'listening on URL' once ready; point --api-base at that URL.",
+        description="A fake provider speaking OpenAI's chat completions and Anthropic's messages, with latency, "
+        "rate limits and faults, for dry runs and tests. It prints 'listening on URL' once ready; point --api-base "
+        "at that URL (for anthropic/ models, at the URL without /v1).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
@@ -24,13 +26,36 @@ def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
     parser.add_argument("--jitter", type=float, default=0.0, help="extra latency drawn uniformly from 0 to this")
     parser.add_argument("--rpm", type=int, default=None, help="requests per minute, enforced per minute and per second")
     parser.add_argument("--tpm", type=int, default=None, help="tokens per minute, enforced per minute and per second")
+    parser.add_argument(
+        "--input-tpm", type=int, default=None, help="input tokens per minute (cache reads not counted), as --tpm is"
+    )
+    parser.add_argument(
+        "--output-tpm", type=int, default=None, help="output tokens per minute, reserved at max_tokens, as --tpm is"
+    )
+    parser.add_argument(
+        "--window",
+        choices=("sliding", "clock-minute"),
+        default="sliding",
+        help="sliding: a sliding minute and every second (default); clock-minute: per clock minute, as LiteLLM Proxy",
+    )
     parser.add_argument("--fail-rate", type=float, default=0.0, help="share of answers that are 503s")
+    parser.add_argument(
+        "--overload-rate", type=float, default=0.0, help="share of answers that are 529 overloaded_error"
+    )
     parser.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped without an answer")
     parser.add_argument("--hang-rate", type=float, default=0.0, help="share of requests that never get an answer")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
-    parser.add_argument("--api-key", default=None, help="require this bearer key; others get 401")
+    parser.add_argument(
+        "--api-key", default=None, help="require this key (Bearer, or x-api-key on /v1/messages); others get 401"
+    )
     parser.add_argument("--model", action="append", default=[], help="known model (repeatable); others get 404")
     parser.add_argument("--quota", type=int, default=None, help="after this many answers, 429 insufficient_quota")
+    parser.add_argument(
+        "--daily-quota", type=int, default=None, help="after this many answers, Gemini's per-day quota 429"
+    )
+    parser.add_argument(
+        "--credit-after", type=int, default=None, help="after this many answers, Anthropic's credit-too-low 400"
+    )
     parser.add_argument("--completion-tokens", type=int, default=16, help="tokens in each answer (default 16)")
     parser.add_argument(
         "--no-limit-headers", action="store_true", help="send no x-ratelimit-* headers (like many local servers)"
@@ -61,13 +86,19 @@ def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
         jitter=args.jitter,
         rpm=args.rpm,
         tpm=args.tpm,
+        input_tpm=args.input_tpm,
+        output_tpm=args.output_tpm,
+        clock_minute=args.window == "clock-minute",
         fail_rate=args.fail_rate,
+        overload_rate=args.overload_rate,
         drop_rate=args.drop_rate,
         hang_rate=args.hang_rate,
         seed=args.seed,
         api_key=args.api_key,
         models=tuple(args.model),
         quota=args.quota,
+        daily_quota=args.daily_quota,
+        credit_after=args.credit_after,
         completion_tokens=args.completion_tokens,
         log_path=args.log,
         limit_headers=not args.no_limit_headers,

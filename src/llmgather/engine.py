@@ -163,6 +163,7 @@ class Engine:
         cache: ResultCache | None = None,
         budget: Budget | None = None,
         fallbacks: Sequence[Engine] = (),
+        cache_reads_count: bool = True,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -175,7 +176,15 @@ class Engine:
         self._retry = retry or RetryPolicy()
         self._timeout_s = timeout_s
         self._cost = cost
-        self._limiter = limiter or Limiter(self.limits.rpm, self.limits.tpm, clock=clock, sleep=sleep)
+        limits = self.limits
+        self._limiter = limiter or Limiter(
+            limits.rpm,
+            limits.tpm,
+            input_tpm=limits.input_tpm,
+            output_tpm=limits.output_tpm,
+            clock=clock,
+            sleep=sleep,
+        )
         self._breaker = CircuitBreaker(clock=clock, sleep=sleep)
         self._cache = cache
         self._budget = budget
@@ -189,6 +198,7 @@ class Engine:
             budget=budget,
             cost=cost,
             deadline_s=self._retry.deadline_s,
+            cache_reads_count=cache_reads_count,
             clock=clock,
         )
         self._rng = rng or random.Random()

@@ -6,7 +6,7 @@ import asyncio
 
 from test_bucket import FakeClock
 
-from llmgather.limits import Limiter
+from llmgather.limits import Cost, Limiter
 from llmgather.limits.adaptive import (
     DECREASE,
     DECREASE_UNDER_CEILING,
@@ -29,7 +29,8 @@ OPENAI = {
 def test_limits_are_read_from_openai_and_anthropic_headers() -> None:
     assert limits_from_headers(OPENAI) == ProviderLimits(6000.0, 400000.0)
     anthropic = {"anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-input-tokens-limit": "40000"}
-    assert limits_from_headers(anthropic) == ProviderLimits(50.0, 40000.0)
+    # Anthropic's input-tokens limit is its own budget, not the combined one (it was read as `tpm`).
+    assert limits_from_headers(anthropic) == ProviderLimits(50.0, None, input_tpm=40000.0)
     assert limits_from_headers({"content-type": "application/json"}) is None
     assert limits_from_headers({"x-ratelimit-limit-requests": "lots"}) is None
 
@@ -113,7 +114,7 @@ def test_until_the_first_answer_only_the_initial_window_goes() -> None:
     async def scenario() -> None:
         async def one(n: int) -> None:
             await limiter.known()
-            await limiter.admit(0)
+            await limiter.admit(Cost())
             admitted.append(n)
 
         tasks = [asyncio.create_task(one(n)) for n in range(INITIAL_WINDOW + 5)]
@@ -138,10 +139,10 @@ def test_a_limit_learned_counts_what_went_before_it_was_known() -> None:
     async def scenario() -> float:
         for _ in range(20):
             await limiter.known()
-            await limiter.admit(0)
+            await limiter.admit(Cost())
         limiter.observe({"x-ratelimit-limit-requests": "600"}, ok=True)
         start = clock.now
-        await limiter.admit(0)
+        await limiter.admit(Cost())
         return clock.now - start
 
     assert 1.0 <= asyncio.run(scenario()) <= 1.1
@@ -153,11 +154,11 @@ def test_learned_limits_pace_requests() -> None:
 
     async def admit_many() -> float:
         await limiter.known()
-        await limiter.admit(0)
+        await limiter.admit(Cost())
         limiter.observe({"x-ratelimit-limit-requests": "600"}, ok=True)
         start = clock.now
         for _ in range(50):
-            await limiter.admit(0)
+            await limiter.admit(Cost())
         return clock.now - start
 
     assert 45 / 10.0 <= asyncio.run(admit_many()) <= 50 / 9.0

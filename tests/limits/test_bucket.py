@@ -8,7 +8,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmgather.limits import Limiter, TokenBucket
+from llmgather.limits import Cost, Limiter, TokenBucket
 from llmgather.limits.queue import ARRIVAL_SLACK_S, HEADROOM
 
 
@@ -67,12 +67,13 @@ def test_admitted_amount_never_exceeds_rate_times_window_plus_one_burst(
 
 def test_waiters_are_admitted_in_order_at_the_pace_and_never_over_the_second() -> None:
     clock = FakeClock()
-    limiter = Limiter(rpm=600, learn=False, clock=clock, sleep=clock.sleep)
+    # The steady pace, without a fresh run's ramp (tests/limits/test_ramp.py).
+    limiter = Limiter(rpm=600, learn=False, ramp=False, clock=clock, sleep=clock.sleep)
     order: list[tuple[int, float]] = []
 
     async def scenario() -> None:
         async def one(n: int) -> None:
-            await limiter.admit(0)
+            await limiter.admit(Cost())
             order.append((n, clock.now))
 
         await asyncio.gather(*(one(n) for n in range(60)))
@@ -118,12 +119,12 @@ def test_refunds_let_the_next_request_in_sooner() -> None:
 
 def test_limiter_paces_requests_at_the_rpm_under_the_headroom() -> None:
     clock = FakeClock()
-    limiter = Limiter(rpm=600, clock=clock, sleep=clock.sleep)
+    limiter = Limiter(rpm=600, ramp=False, clock=clock, sleep=clock.sleep)  # the steady pace, without the ramp
 
     async def admit_all() -> list[float]:
         times = []
         for _ in range(100):
-            await limiter.admit(0)
+            await limiter.admit(Cost())
             times.append(clock.now)
         return times
 
@@ -138,11 +139,11 @@ def test_a_request_refused_with_a_429_keeps_its_place_in_the_pace() -> None:
         clock = FakeClock()
         limiter = Limiter(rpm=600, learn=False, clock=clock, sleep=clock.sleep)
         for _ in range(2):
-            await limiter.admit(0)
-        refused = await limiter.admit(0)
+            await limiter.admit(Cost())
+        refused = await limiter.admit(Cost())
         limiter.settle(refused, None, rate_limited=rate_limited)
         start = clock.now
-        await limiter.admit(0)
+        await limiter.admit(Cost())
         return clock.now - start
 
     assert asyncio.run(second_admission_wait(rate_limited=False)) == 0.0  # a dropped connection: given back
@@ -156,7 +157,7 @@ def test_a_cool_down_holds_every_request_until_it_passes() -> None:
     start = clock.now
 
     async def admit() -> float:
-        await limiter.admit(0)
+        await limiter.admit(Cost())
         return clock.now
 
     assert asyncio.run(admit()) >= start + 3.0
@@ -166,8 +167,8 @@ def test_a_cool_down_holds_every_request_until_it_passes() -> None:
 def test_a_cancelled_waiter_leaves_no_waker_behind() -> None:
     async def scenario() -> None:
         limiter = Limiter(rpm=6, learn=False)
-        await limiter.admit(0)
-        waiter = asyncio.create_task(limiter.admit(0))
+        await limiter.admit(Cost())
+        waiter = asyncio.create_task(limiter.admit(Cost()))
         await asyncio.sleep(0.01)
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)

@@ -8,13 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# Per minute, as OpenAI (`x-ratelimit-*`) and Anthropic (`anthropic-ratelimit-*`) publish them.
-_REQUEST_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "anthropic-ratelimit-requests-limit")
-_TOKEN_LIMIT_HEADERS = (
-    "x-ratelimit-limit-tokens",
-    "anthropic-ratelimit-tokens-limit",
-    "anthropic-ratelimit-input-tokens-limit",
-)
+from llmgather.limits.headers import Kind, announced
 
 # On a 429 the rate steps down to this share of itself. Under a known ceiling a 429 is most likely
 # jitter or another client on the same key, so the step is small; with nothing known it is larger.
@@ -41,30 +35,23 @@ FLOOR_PER_MINUTE = 6.0
 
 @dataclass(frozen=True, slots=True)
 class ProviderLimits:
+    """Per minute, as a provider's headers announce them: requests, tokens in and out together (OpenAI), and
+    tokens in and out apart (Anthropic)."""
+
     rpm: float | None
     tpm: float | None
+    input_tpm: float | None = None
+    output_tpm: float | None = None
 
 
 def limits_from_headers(headers: Mapping[str, str]) -> ProviderLimits | None:
     """The per-minute limits a provider announced, or None when its answer said nothing of them."""
-    rpm = _first_number(headers, _REQUEST_LIMIT_HEADERS)
-    tpm = _first_number(headers, _TOKEN_LIMIT_HEADERS)
-    if rpm is None and tpm is None:
+    found = {kind: seen.limit for kind, seen in announced(headers, 0.0).items() if seen.limit is not None}
+    if not found:
         return None
-    return ProviderLimits(rpm, tpm)
-
-
-def _first_number(headers: Mapping[str, str], names: tuple[str, ...]) -> float | None:
-    for name in names:
-        value = headers.get(name)
-        if value is not None:
-            try:
-                number = float(value)
-            except ValueError:
-                continue
-            if number > 0:
-                return number
-    return None
+    return ProviderLimits(
+        found.get(Kind.REQUESTS), found.get(Kind.TOKENS), found.get(Kind.INPUT), found.get(Kind.OUTPUT)
+    )
 
 
 class Aimd:
@@ -82,6 +69,11 @@ class Aimd:
         self.rate: float | None = user_limit
         self.shared = False
         """Whether 429s have shown that others spend the same limit (until the rate is back at the ceiling)."""
+
+    @property
+    def told(self) -> float | None:
+        """The user's limit, if one was given."""
+        return self._user
 
     @property
     def ceiling(self) -> float | None:
@@ -152,3 +144,28 @@ class AnswerShare:
         accepted = self._now[0] + self._earlier[0]
         total = accepted + self._now[1] + self._earlier[1]
         return accepted / total if total >= self.FEWEST else None
+
+
+class Recent:
+    """How many in the current and the previous whole second."""
+
+    __slots__ = ("_earlier", "_now", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._now = 0
+        self._earlier = 0
+
+    def add(self, now: float) -> None:
+        self._roll(int(now))
+        self._now += 1
+
+    def count(self, now: float) -> int:
+        self._roll(int(now))
+        return self._now + self._earlier
+
+    def _roll(self, second: int) -> None:
+        if second != self._second:
+            self._earlier = self._now if second == self._second + 1 else 0
+            self._now = 0
+            self._second = second

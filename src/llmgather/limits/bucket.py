@@ -16,14 +16,22 @@ from collections.abc import Callable
 class TokenBucket:
     __slots__ = ("_capacity", "_ceiling", "_clock", "_level", "_rate", "_updated")
 
-    def __init__(self, rate_per_s: float, capacity: float, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        rate_per_s: float,
+        capacity: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        level: float | None = None,
+    ):
+        """`level`: what it holds at first (full, unless a fresh run is to ramp up)."""
         if rate_per_s <= 0 or capacity <= 0:
             raise ValueError("a bucket needs a positive rate and capacity")
         self._rate = rate_per_s
         self._capacity = capacity
         self._clock = clock
         self._ceiling = capacity
-        self._level = capacity
+        self._level = capacity if level is None else min(capacity, level)
         self._updated = clock()
 
     @property

@@ -19,11 +19,13 @@ from typing import TypeVar
 from llmgather.budget import Budget, to_units
 from llmgather.errors import ConnectError, RateLimitError, RequestError, RequestTimeout, ServerError
 from llmgather.limits.breaker import CircuitBreaker
+from llmgather.limits.pace import Cost
 from llmgather.limits.queue import Limiter, Ticket
 from llmgather.limits.tokens import TokenEstimator
 from llmgather.types import Request, Response, Usage
 
 T = TypeVar("T")
+NO_TOKENS = Cost()
 CostFn = Callable[[Usage], float | None]
 
 
@@ -42,7 +44,7 @@ class Admission:
     probe: bool = False
     held: int = 0
     """Nano-dollars of the budget held until the answer comes."""
-    tokens: int = 0
+    cost: Cost = NO_TOKENS
     ticket: Ticket | None = None
 
 
@@ -57,9 +59,13 @@ class Gate:
         budget: Budget | None = None,
         cost: CostFn | None = None,
         deadline_s: float | None = None,
+        cache_reads_count: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`cache_reads_count`: whether the provider counts prompt-cache reads against its input limit
+        (Anthropic does not, on most models)."""
         self.limiter = limiter
+        self._cache_reads_count = cache_reads_count
         self.breaker = breaker
         self.estimator = estimator
         self.budget = budget
@@ -86,11 +92,11 @@ class Gate:
                 admission.held = await self._hold(budget, request, deadline)
             if limiter.awaiting_first_answer:
                 await self._before(deadline, limiter.known())
-            admission.tokens = tokens = self.estimator.estimate(request) if limiter.counts_tokens else 0
+            admission.cost = cost = self._estimate(request) if limiter.counts_tokens else NO_TOKENS
             # No timer on the limiter's own wait: a timer per waiting request shifts the loop's wake-ups enough
             # to break the one-second window's millisecond pacing (1-5 429s a run where there was 1). The
             # caller fails a request admitted past its deadline before it is sent.
-            admission.ticket = limiter.admit_now(tokens) or await limiter.admit(tokens)
+            admission.ticket = limiter.admit_now(cost) or await limiter.admit(cost)
         except BaseException:
             breaker.abandon(probe=admission.probe)
             if budget is not None:
@@ -117,7 +123,7 @@ class Gate:
         if response is not None:
             limiter.observe(response.headers, ok=True)
             self.breaker.record(outage=None, probe=admission.probe)
-            limiter.settle(ticket, _counted_tokens(request, response, admission.tokens))
+            limiter.settle(ticket, self._counted(request, response, admission.cost))
             if response.usage is not None:
                 self.estimator.observe(request, response.usage)
             return
@@ -128,11 +134,25 @@ class Gate:
             return
         rate_limited = isinstance(error, RateLimitError)
         if rate_limited:
-            limiter.on_rate_limited(error.retry_after)
+            limiter.on_rate_limited(error.retry_after, error.headers)
         limiter.observe(error.headers, ok=False)
         limiter.settle(ticket, None, rate_limited=rate_limited)
         outage = error if isinstance(error, ServerError | ConnectError | RequestTimeout) else None
         self.breaker.record(outage=outage, probe=admission.probe)
+
+    def _estimate(self, request: Request) -> Cost:
+        """Its prompt as estimated, and its completion reserved at its budget (or the typical completion)."""
+        estimator = self.estimator
+        return Cost(estimator.prompt_tokens(request), estimator.expected_completion(request))
+
+    def _counted(self, request: Request, response: Response, estimate: Cost) -> Cost:
+        """The tokens the provider counts against its limits, from the answer's usage: the prompt (less cache
+        reads where they are not counted), the completion used, and its budget held against the combined limit."""
+        usage = response.usage
+        if usage is None:
+            return estimate
+        prompt = usage.prompt_tokens if self._cache_reads_count else usage.prompt_tokens - usage.cache_read_tokens
+        return Cost(max(0, prompt), usage.completion_tokens, request.completion_budget() or 0)
 
     def _given_up(self, breaker: CircuitBreaker) -> bool:
         """Down for a whole deadline: fail what comes, but for the probe when one is due."""
@@ -172,12 +192,3 @@ class Gate:
         if self._cost is None:
             return 0.0
         return self._cost(Usage(self.estimator.prompt_tokens(request), 0)) or 0.0
-
-
-def _counted_tokens(request: Request, response: Response, estimate: int) -> int:
-    """The tokens a provider counts against its limit: the prompt, and the completion budget if one was set."""
-    usage = response.usage
-    if usage is None:
-        return estimate
-    budget = request.completion_budget()
-    return usage.prompt_tokens + (budget if budget is not None else usage.completion_tokens)

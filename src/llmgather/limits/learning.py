@@ -3,18 +3,24 @@
 
 With no limit given, the first answer's headers say what the limits are; until it comes, at most
 `INITIAL_WINDOW` requests go. Holding all but one back would cost every run a full round trip; letting all of
-`concurrency` go blind could be a burst of 429s. With a token budget given, one request goes first: its answer
-says how long completions run, for estimating the rest.
+`concurrency` go blind could be a burst of 429s. With any limit given, nothing waits for a first answer: a
+request's completion is reserved at its `max_tokens` (or a generous default) until its answer says what it used.
+
+A 429 that carries no rate-limit header while nearly everything sent alongside it goes through is that request's
+own (a prompt the provider refuses whatever the pace): it neither holds the others back nor steps the rate down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from llmgather.limits.adaptive import Aimd, AnswerShare, limits_from_headers
+from llmgather.limits.adaptive import Aimd, AnswerShare, Recent
+from llmgather.limits.headers import Announced, Kind, announced, has_limit_headers
+from llmgather.limits.pace import Cost
 
 # A burst of 429s from one moment is one signal, not many: step down at most this often.
 DECREASE_EVERY_S = 1.0
@@ -23,28 +29,41 @@ SEND_RATE_WINDOW_S = 10.0
 # second (6,000 rpm is 100 a second), so this many fit any limit from 6,000 rpm up; under a smaller one the
 # excess is refused once, and those 429s carry the headers that teach the limit.
 INITIAL_WINDOW = 100
+# A 429 without rate-limit headers is its own request's problem when at most this share of what was sent in
+# the current and the previous second was refused, and at least this many were sent (fewer say little).
+OWN_REFUSAL_SHARE = 0.05
+OWN_REFUSAL_FEWEST_SENT = 20
 
 
 class Learner:
-    def __init__(self, rpm: float | None, tpm: float | None, *, learn: bool, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        told: Mapping[Kind, float | None],
+        *,
+        learn: bool,
+        clock: Callable[[], float],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock
+        self._wall = wall
         self.learn = learn
-        self.requests = Aimd(rpm)
-        self.tokens = Aimd(tpm)
+        self.rates = tuple(Aimd(told.get(kind)) for kind in Kind)
+        self.requests = self.rates[Kind.REQUESTS]
+        self.tokens = self.rates[Kind.TOKENS]
         self.resume_at = 0.0
         """Nothing goes before this (a Retry-After)."""
         self.cool_downs = 0
         self._last_decrease = -math.inf
         self._last_429 = -math.inf
         self._answers = AnswerShare()
+        self._sent_lately = Recent()
+        self._refused_lately = Recent()
         self._last_growth = clock()
-        self.sent: deque[tuple[float, int]] = deque()
-        """(when, tokens) of what went in the last seconds, kept while a rate is unknown."""
-        # The first answer is awaited when it is needed to pace the rest: the limits were not given (then
-        # INITIAL_WINDOW requests go before it), or a token budget needs to know how long completions run
-        # (then one goes).
-        self.awaiting_first_answer = (learn and rpm is None and tpm is None) or tpm is not None
-        self._unpaced_left = 1 if tpm is not None else INITIAL_WINDOW
+        self.sent: deque[tuple[float, Cost]] = deque()
+        """(when, cost) of what went in the last seconds, kept while a rate is unknown."""
+        # With no limit given, the first answer's headers say what they are: INITIAL_WINDOW requests go before it.
+        self.awaiting_first_answer = learn and all(value is None for value in told.values())
+        self._unpaced_left = INITIAL_WINDOW
         self._first_answered = asyncio.Event()
 
     async def first_answer(self) -> None:
@@ -55,33 +74,36 @@ class Learner:
                 return
             await self._first_answered.wait()
 
-    def answered(self, headers: Mapping[str, str], *, ok: bool) -> None:
-        """An attempt ended: learn what its answer's headers announce; a clean answer lets the rate grow."""
-        if self.learn and headers:
-            announced = limits_from_headers(headers)
-            if announced is not None:
-                if announced.rpm is not None:
-                    self.requests.learn(announced.rpm)
-                if announced.tpm is not None:
-                    self.tokens.learn(announced.tpm)
+    def answered(self, headers: Mapping[str, str], *, ok: bool) -> dict[Kind, Announced]:
+        """An attempt ended: learn what its answer's headers announce (and return it); a clean answer lets the
+        rates grow."""
+        heard = announced(headers, self._wall()) if self.learn and headers else {}
+        for kind, seen in heard.items():
+            if seen.limit is not None:
+                self.rates[kind].learn(seen.limit)
         if ok:
             now = self._clock()
             self._answers.add(now, refused=False)
             clean_s = now - max(self._last_growth, self._last_decrease)
             if clean_s > 0.05:  # grow in small steps, not on every answer
                 since_decrease_s = now - self._last_decrease
-                self.requests.increase(clean_s, since_decrease_s)
-                self.tokens.increase(clean_s, since_decrease_s)
+                for rate in self.rates:
+                    rate.increase(clean_s, since_decrease_s)
                 self._last_growth = now
         if self.awaiting_first_answer:
             self.awaiting_first_answer = False
             self._first_answered.set()
+        return heard
 
-    def refused(self, retry_after: float | None) -> bool:
-        """A 429: hold every request until Retry-After passes; True if the rates stepped down too."""
+    def refused(self, retry_after: float | None, headers: Mapping[str, str] | None = None) -> bool:
+        """A 429: hold every request until Retry-After passes; True if the rates stepped down too.
+        Nothing of the kind when the 429 is the request's own (see the module's docstring)."""
+        now = self._clock()
+        self._refused_lately.add(now)
+        if self._own_refusal(now, headers or {}):
+            return False
         if retry_after is not None:
             self.cool_down(retry_after)
-        now = self._clock()
         self._answers.add(now, refused=True)
         previous, self._last_429 = self._last_429, now
         if now - self._last_decrease < DECREASE_EVERY_S:
@@ -92,9 +114,16 @@ class Learner:
             return False
         self._last_decrease = now
         self.requests.decrease(self._sent_per_minute(now), self._answers.accepted())
-        if self.tokens.rate is not None:
-            self.tokens.decrease(self.tokens.rate)
+        for rate in self.rates[Kind.TOKENS :]:
+            if rate.rate is not None:
+                rate.decrease(rate.rate)
         return True
+
+    def _own_refusal(self, now: float, headers: Mapping[str, str]) -> bool:
+        if has_limit_headers(headers):
+            return False
+        sent = self._sent_lately.count(now)
+        return sent >= OWN_REFUSAL_FEWEST_SENT and self._refused_lately.count(now) <= OWN_REFUSAL_SHARE * sent
 
     def cool_down(self, seconds: float) -> None:
         """Hold every request to this endpoint and model until `seconds` from now (one shared wait)."""
@@ -105,12 +134,13 @@ class Learner:
                 self.cool_downs += 1
             self.resume_at = resume_at
 
-    def note_sent(self, tokens: int) -> None:
+    def note_sent(self, cost: Cost) -> None:
+        now = self._clock()
+        self._sent_lately.add(now)
         # Kept while a rate is unknown: to seed its window once learned, and to know where to step down
         # from when a 429 comes first.
-        if self.requests.rate is None or self.tokens.rate is None:
-            now = self._clock()
-            self.sent.append((now, tokens))
+        if any(rate.rate is None for rate in self.rates):
+            self.sent.append((now, cost))
             while self.sent[0][0] < now - SEND_RATE_WINDOW_S:
                 self.sent.popleft()
 

@@ -1,48 +1,51 @@
 """The admission queue for one endpoint and model: who goes next, in arrival order, woken by one timer.
 
-A request goes when the request budget, the token budget, their one-second windows and the shared cool-down
-all allow it. The budgets pace at the user's limits, or at what the provider's headers announce, or, when
-neither is known, at what its 429s teach: what the answers teach is `learning`'s; the queue applies it.
+A request goes when every budget (requests, tokens in and out together, tokens in, tokens out: see `pace`) and
+the shared cool-down allow it. The budgets pace at the user's limits, or at what the provider's headers
+announce, or, when neither is known, at what its 429s teach: what the answers teach is `learning`'s; the queue
+applies it.
+
+A fresh run ramps up: its budgets open at a quarter of their rate and reach the whole of it over its first
+second, so that a run never opens with a burst of a whole second's limit in its first instant (Anthropic's
+"acceleration limits" refuse sharp increases of usage; a token bucket at the provider refuses a burst even
+when the minute's count allows it). A second is a few percent of any run long enough for its limits to
+matter, and nothing of a run that its concurrency, not its limits, holds back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from llmgather.limits.adaptive import Aimd
-from llmgather.limits.bucket import TokenBucket
+from llmgather.limits.headers import Kind
 from llmgather.limits.learning import Learner
-from llmgather.limits.window import SlidingWindow, WindowEntry
+from llmgather.limits.pace import ARRIVAL_SLACK_S, BURST_S, HEADROOM, Booking, Cost, Pace
+from llmgather.limits.window import SlidingWindow
 
-# Requests arrive at the provider a little after we let them go, and not all equally late. The one-second
-# window (see `window`) therefore remembers what went for this much longer than a second, so that nothing
-# the provider still counts has left it; it may hold the whole per-second limit. Each millisecond of it
-# costs 0.1% of the limit; at 200 requests in flight locally 10 ms was too little (0.5% refused), 15 enough.
-ARRIVAL_SLACK_S = 0.015
-# The bucket paces under the limit by as much, so that the window seldom has to hold anyone back.
-HEADROOM = 1.0 / (1.0 + ARRIVAL_SLACK_S)
-# The bucket keeps the pace over minutes and spreads requests out; the window keeps every second exact.
-# So the bucket may save up a little, in seconds of rate, to use what a held-back second left over.
-BURST_S = 0.25
+__all__ = ["ARRIVAL_SLACK_S", "BURST_S", "HEADROOM", "Cost", "Limiter", "LimiterStats", "Limits", "Ticket"]
+
+# The ramp of a fresh run: the share of the rate it opens at, and how long it takes to reach the whole rate.
+RAMP_START = 0.25
+RAMP_S = 1.0
+RAMP_STEP_S = 0.02
 
 
 @dataclass(slots=True)
 class Ticket:
-    """One admitted request, kept to settle its booking once the provider has answered."""
+    """One admitted request, kept to settle its bookings once the provider has answered."""
 
-    tokens: int
-    request_entry: WindowEntry | None = None
-    token_entry: WindowEntry | None = None
+    cost: Cost
+    bookings: list[Booking] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)
 class _Waiter:
-    tokens: int
+    cost: Cost
     admitted: asyncio.Future[Ticket]
 
 
@@ -78,6 +81,11 @@ class LimiterStats:
     waiting: int
     cool_downs: int
     cooling_for_s: float
+    input_tpm_limit: float | None = None
+    """Input and output tokens apart, as Anthropic counts them: the ceilings and the paces, per minute."""
+    output_tpm_limit: float | None = None
+    input_tpm_pace: float | None = None
+    output_tpm_pace: float | None = None
 
 
 class Limiter:
@@ -86,19 +94,23 @@ class Limiter:
         rpm: float | None = None,
         tpm: float | None = None,
         *,
+        input_tpm: float | None = None,
+        output_tpm: float | None = None,
         learn: bool = True,
+        ramp: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self._learner = learner = Learner(rpm, tpm, learn=learn, clock=clock)
-        self._request_rate: Aimd = learner.requests
-        self._token_rate: Aimd = learner.tokens
-        self._requests: TokenBucket | None = None
-        self._tokens: TokenBucket | None = None
-        self._request_window: SlidingWindow | None = None
-        self._token_window: SlidingWindow | None = None
+        told = {Kind.REQUESTS: rpm, Kind.TOKENS: tpm, Kind.INPUT: input_tpm, Kind.OUTPUT: output_tpm}
+        self._learner = learner = Learner(told, learn=learn, clock=clock, wall=wall)
+        self._paces = tuple(Pace(kind, learner.rates[kind], clock) for kind in Kind)
+        self._active: tuple[Pace, ...] = ()
+        """The budgets with a rate (the others count nothing)."""
+        self._ramp_from: float | None = None if ramp else -math.inf
+        """When the first request went: the ramp's start."""
         self._apply_rates()
         self._queue: deque[_Waiter] = deque()
         self._waker: asyncio.Task[None] | None = None
@@ -108,16 +120,18 @@ class Limiter:
         """Whether requests must say their token estimate: when a token budget is in force, or may still be
         learned from the first answer (what went before it is counted once it is)."""
         learner = self._learner
-        return self._tokens is not None or (learner.learn and learner.awaiting_first_answer)
+        return any(pace.kind is not Kind.REQUESTS for pace in self._active) or (
+            learner.learn and learner.awaiting_first_answer
+        )
 
     @property
     def awaiting_first_answer(self) -> bool:
         return self._learner.awaiting_first_answer
 
-    def admit_now(self, tokens: int) -> Ticket | None:
-        """A ticket at once if nobody waits and the budgets allow; None means `await admit(tokens)`."""
-        if not self._queue and self._can_take(tokens):
-            return self._take(tokens)
+    def admit_now(self, cost: Cost) -> Ticket | None:
+        """A ticket at once if nobody waits and the budgets allow; None means `await admit(cost)`."""
+        if not self._queue and self._delay(cost) == 0.0:
+            return self._take(cost)
         return None
 
     async def known(self) -> None:
@@ -125,17 +139,17 @@ class Limiter:
         if self._learner.awaiting_first_answer:
             await self._learner.first_answer()
 
-    async def admit(self, tokens: int) -> Ticket:
-        """Wait until one request of about `tokens` tokens may be sent. Waiters are admitted in arrival order.
+    async def admit(self, cost: Cost) -> Ticket:
+        """Wait until one request of about `cost` tokens may be sent. Waiters are admitted in arrival order.
 
-        Call `known()` first and count `tokens` after it: whether tokens are budgeted may be learned there.
+        Call `known()` first and count `cost` after it: whether tokens are budgeted may be learned there.
         Hand the ticket to `settle` once the attempt is over.
         """
-        ticket = self.admit_now(tokens)
+        ticket = self.admit_now(cost)
         if ticket is not None:
             return ticket
         admitted: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        entry = _Waiter(tokens, admitted)
+        entry = _Waiter(cost, admitted)
         self._queue.append(entry)
         self._wake()
         try:
@@ -146,32 +160,20 @@ class Limiter:
             self._forget(entry)
             raise
 
-    def _can_take(self, tokens: int) -> bool:
-        return self._delay(tokens) == 0.0
-
-    def _take(self, tokens: int) -> Ticket:
-        ticket = Ticket(tokens)
-        if self._requests is not None:
-            self._requests.take(1)
-        if self._tokens is not None:
-            self._tokens.take(tokens)
-        if self._request_window is not None:
-            ticket.request_entry = self._request_window.add(1)
-        if self._token_window is not None:
-            ticket.token_entry = self._token_window.add(tokens)
-        self._learner.note_sent(tokens)
+    def _take(self, cost: Cost) -> Ticket:
+        ticket = Ticket(cost, [pace.take(cost.of(pace.kind)) for pace in self._active])
+        self._learner.note_sent(cost)
+        if self._ramp_from is None:
+            self._ramp_from = self._clock()
         return ticket
 
-    def _delay(self, tokens: int) -> float:
-        delay = self._learner.resume_at - self._clock()
-        if self._requests is not None:
-            delay = max(delay, self._requests.wait_for(1))
-        if self._tokens is not None:
-            delay = max(delay, self._tokens.wait_for(tokens))
-        if self._request_window is not None:
-            delay = max(delay, self._request_window.wait_for(1))
-        if self._token_window is not None:
-            delay = max(delay, self._token_window.wait_for(tokens))
+    def _delay(self, cost: Cost) -> float:
+        now = self._clock()
+        delay = self._learner.resume_at - now
+        if self._ramping():
+            self._apply_rates()  # the ramp moves with the clock
+        for pace in self._active:
+            delay = max(delay, pace.delay(cost.of(pace.kind)))
         return max(0.0, delay)
 
     def _admit_ready(self) -> None:
@@ -182,10 +184,10 @@ class Limiter:
             if head.admitted.done():
                 queue.popleft()
                 continue
-            if not self._can_take(head.tokens):
+            if self._delay(head.cost) > 0.0:
                 return
             queue.popleft()
-            head.admitted.set_result(self._take(head.tokens))
+            head.admitted.set_result(self._take(head.cost))
         # Everyone waiting is in: a waker asleep until its timer would outlive the run.
         waker, self._waker = self._waker, None
         if waker is not None and waker is not asyncio.current_task():
@@ -199,8 +201,14 @@ class Limiter:
 
     async def _run_waker(self) -> None:
         while self._queue:
-            await self._sleep(self._delay(self._queue[0].tokens))
+            delay = self._delay(self._queue[0].cost)
+            if self._ramping():
+                delay = min(delay, RAMP_STEP_S)  # the rate grows while it sleeps: look again soon
+            await self._sleep(delay)
             self._admit_ready()
+
+    def _ramping(self) -> bool:
+        return self._ramp_from is not None and self._clock() - self._ramp_from < RAMP_S
 
     def _forget(self, entry: _Waiter) -> None:
         with contextlib.suppress(ValueError):
@@ -211,43 +219,37 @@ class Limiter:
 
     def observe(self, headers: Mapping[str, str], *, ok: bool) -> None:
         """An attempt ended: learn what its answer's headers announce; a clean answer lets the rate grow."""
-        self._learner.answered(headers, ok=ok)
+        for kind, seen in self._learner.answered(headers, ok=ok).items():
+            self._paces[kind].heard(seen)
         self._apply_rates()
         if self._queue:
             self._wake()
 
-    def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: hold every request until Retry-After passes, and step the rates down."""
-        if self._learner.refused(retry_after):
+    def on_rate_limited(self, retry_after: float | None, headers: Mapping[str, str] | None = None) -> None:
+        """A 429: hold every request until Retry-After passes, and step the rates down (unless it is the
+        request's own: see `learning`)."""
+        if self._learner.refused(retry_after, headers):
             self._apply_rates()
 
     def sending(self, ticket: Ticket) -> None:
         """The admitted request goes on the wire now. Admission may have been a few milliseconds before
         (the event loop was busy); counting from now keeps that delay out of the arrival slack."""
-        if ticket.request_entry is not None and self._request_window is not None:
-            self._request_window.touch(ticket.request_entry)
-        if ticket.token_entry is not None and self._token_window is not None:
-            self._token_window.touch(ticket.token_entry)
+        for booking in ticket.bookings:
+            window = booking.pace.window
+            if booking.entry is not None and window is not None:
+                window.touch(booking.entry)
 
-    def settle(self, ticket: Ticket, actual: int | None, *, rate_limited: bool = False) -> None:
-        """Correct a booking once the provider has answered: `actual` tokens counted, None if it did not count
-        the request (refused it, or it was never sent). An answer that counted no tokens still counts as a request.
+    def settle(self, ticket: Ticket, counted: Cost | None, *, rate_limited: bool = False) -> None:
+        """Correct the bookings once the provider has answered: `counted` is what it counted, None if it did not
+        count the request (refused it, or it was never sent). An answer that counted no tokens still counts as a
+        request.
 
-        A request refused with a 429 keeps its place in the pace: given back, it would go again at once
+        A request refused with a 429 keeps its place in the request pace: given back, it would go again at once
         and, when others spend the same limit, be refused again, over and over."""
-        if actual is None:
-            actual = 0
-            if ticket.request_entry is not None and self._request_window is not None:
-                self._request_window.correct(ticket.request_entry, 0)
-            if self._requests is not None and not rate_limited:
-                self._requests.refund(1)
-        if ticket.token_entry is not None and self._token_window is not None:
-            self._token_window.correct(ticket.token_entry, actual)
-        if self._tokens is not None and actual != ticket.tokens:
-            if actual < ticket.tokens:
-                self._tokens.refund(ticket.tokens - actual)
-            else:
-                self._tokens.charge(actual - ticket.tokens)
+        for booking in ticket.bookings:
+            pace = booking.pace
+            amount = None if counted is None else counted.of(pace.kind)
+            pace.settle(booking, amount, keep_pace=rate_limited and pace.kind is Kind.REQUESTS)
         if self._queue:
             self._wake()
 
@@ -256,49 +258,36 @@ class Limiter:
         self._learner.cool_down(seconds)
 
     def stats(self) -> LimiterStats:
+        rates = self._learner.rates
         return LimiterStats(
-            rpm_limit=self._request_rate.ceiling,
-            tpm_limit=self._token_rate.ceiling,
-            rpm_pace=self._request_rate.rate,
-            tpm_pace=self._token_rate.rate,
+            rpm_limit=rates[Kind.REQUESTS].ceiling,
+            tpm_limit=rates[Kind.TOKENS].ceiling,
+            rpm_pace=rates[Kind.REQUESTS].rate,
+            tpm_pace=rates[Kind.TOKENS].rate,
             waiting=len(self._queue),
             cool_downs=self._learner.cool_downs,
             cooling_for_s=max(0.0, self._learner.resume_at - self._clock()),
+            input_tpm_limit=rates[Kind.INPUT].ceiling,
+            output_tpm_limit=rates[Kind.OUTPUT].ceiling,
+            input_tpm_pace=rates[Kind.INPUT].rate,
+            output_tpm_pace=rates[Kind.OUTPUT].rate,
         )
 
     def _apply_rates(self) -> None:
-        self._requests = _paced(self._requests, self._request_rate.rate, self._clock)
-        self._tokens = _paced(self._tokens, self._token_rate.rate, self._clock)
-        if self._request_window is None and self._request_rate.rate is not None:
-            self._request_window = self._window_since(self._request_rate.rate, lambda tokens: 1)
-        if self._token_window is None and self._token_rate.rate is not None:
-            self._token_window = self._window_since(self._token_rate.rate, lambda tokens: tokens)
-        for window, rate in ((self._request_window, self._request_rate), (self._token_window, self._token_rate)):
-            if window is not None and rate.rate is not None:
-                window.limit = rate.rate / 60.0
+        ramp = RAMP_START  # until the first request goes
+        if self._ramp_from is not None:
+            ramp = min(1.0, RAMP_START + (1.0 - RAMP_START) * (self._clock() - self._ramp_from) / RAMP_S)
+        for pace in self._paces:
+            pace.retune(ramp, self._seed)
+        self._active = tuple(pace for pace in self._paces if pace.rate.rate is not None)
 
-    def _window_since(self, per_minute: float, amount: Callable[[int], int]) -> SlidingWindow:
+    def _seed(self, kind: Kind, window: SlidingWindow) -> None:
         """A one-second log for a rate just learned, holding what went in the last second before it was known.
 
         Those went in a burst, opening connections, and may have reached the provider well after they were
         let go; now, when an answer has come, is no earlier than nearly all of them arrived.
         """
-        window = SlidingWindow(per_minute / 60.0, span_s=1.0 + ARRIVAL_SLACK_S, clock=self._clock)
         now = self._clock()
-        recent = sum(amount(tokens) for at, tokens in self._learner.sent if at > now - window.span_s)
+        recent = sum(cost.of(kind) for at, cost in self._learner.sent if at > now - window.span_s)
         if recent:
             window.add(recent)
-        return window
-
-
-def _paced(bucket: TokenBucket | None, per_minute: float | None, clock: Callable[[], float]) -> TokenBucket | None:
-    """The bucket for a per-minute rate: made, retuned, or dropped as the rate comes and goes."""
-    if per_minute is None:
-        return None
-    rate = per_minute / 60.0 * HEADROOM
-    capacity = max(1.0, rate * BURST_S)
-    if bucket is None:
-        return TokenBucket(rate, capacity, clock=clock)
-    if bucket.rate_per_s != rate:
-        bucket.set_rate(rate, capacity)
-    return bucket

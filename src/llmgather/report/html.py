@@ -16,7 +16,8 @@ _CSS = (
     "table.figures td,table.figures th{text-align:right}"
     "table.figures td:first-child,table.figures th:first-child{text-align:left}"
     ".key{margin-right:1.5em}.key i{display:inline-block;width:12px;height:12px;margin-right:4px}"
-    "svg text{font-size:11px;fill:#444}"
+    "svg{display:block}svg text{font-size:13px;fill:#444}.legend{margin:.5em 0 0}.note{font-size:.9em;color:#555}"
+    ".wide{overflow-x:auto}table.figures{font-size:.85em}table.figures th,table.figures td{padding:3px 6px}"
 )
 
 
@@ -30,7 +31,9 @@ def page(title: str, body: str) -> str:
 def figures_table(comparison: Comparison) -> str:
     """The per-model table, numbers aligned right, and its notes."""
     table = html_table(model_table(comparison)).replace("<table>", "<table class='figures'>", 1)
-    return table + "".join(f"<p class='note'>{html.escape(line)}</p>" for line in notes(comparison))
+    return f"<div class='wide'>{table}</div>" + "".join(
+        f"<p class='note'>{html.escape(line)}</p>" for line in notes(comparison)
+    )
 
 
 def comparison_page(comparison: Comparison, answers: Table | None) -> str:
@@ -48,9 +51,6 @@ def build_report(path: Path) -> str:
         ("Requests completed over time", "timeline-chart", charts.timeline_chart(series)),
         ("Cost per model", "cost-chart", charts.cost_chart(series)),
     )
-    keys = [(s.model, s.color) for s in series]
-    keys += [("got a 429", charts.RATE_LIMITED_COLOR), ("retried", charts.RETRIED_COLOR)]
-    legend = "".join(f'<span class="key"><i style="background:{c}"></i>{html.escape(k)}</span>' for k, c in keys)
-    drawn = "".join(f'<h2>{title}</h2><div id="{anchor}">{svg}</div>' for title, anchor, svg in sections)
-    body = f"<h1>{html.escape(path.name)}</h1>{figures_table(comparison)}<p class='legend'>{legend}</p>{drawn}"
+    drawn = "".join(f'<h2>{title}</h2><div id="{anchor}">{chart}</div>' for title, anchor, chart in sections)
+    body = f"<h1>{html.escape(path.name)}</h1>{figures_table(comparison)}{drawn}"
     return page(f"llmgather report: {path.name}", body)

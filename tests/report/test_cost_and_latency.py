@@ -10,10 +10,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-from conftest import run_cli, write_jsonl
+from conftest import FakeServer, read_jsonl, run_cli, write_jsonl
 
 from llmgather.backends.function import FunctionBackend
 from llmgather.engine import Engine
+from llmgather.pricing import PRICES_PER_MTOK, Prices
 from llmgather.report import summary_lines
 from llmgather.stats import LatencyHistogram
 from llmgather.types import Request, Response, Usage
@@ -120,3 +121,51 @@ def test_the_report_shows_ttft_and_speed_with_the_footnote(tmp_path: Path) -> No
     assert "<p class='note'>output tok/s: the median over answers of completion tokens / (latency - TTFT)" in text
     html_compare = run_cli("compare", str(out), "--format", "html").stdout
     assert "<th>TTFT p95 s</th>" in html_compare and "<p class='note'>output tok/s" in html_compare
+
+
+def billed(prices: Prices, usage: dict[str, int]) -> float:
+    read, written = usage.get("cache_read_tokens", 0), usage.get("cache_write_tokens", 0)
+    uncached = usage["prompt_tokens"] - read - written
+    rates = (prices.input, prices.cache_read or prices.input, prices.cache_write or prices.input, prices.output)
+    counts = (uncached, read, written, usage["completion_tokens"])
+    return round(sum(n * rate for n, rate in zip(counts, rates, strict=True)) / 1e6, 8)
+
+
+def test_a_run_against_the_fake_bills_its_cache_and_shows_it_everywhere(server: FakeServer, tmp_path: Path) -> None:
+    # Anthropic's prompt caching as the fake does it: the marked system prompt is written once, then read.
+    system = [{"type": "text", "text": "Rules to keep. " * 80, "cache_control": {"type": "ephemeral"}}]
+    rows = [
+        {"id": i, "messages": [{"role": "system", "content": system}, {"role": "user", "content": f"question {i}"}]}
+        | {"max_tokens": 40}
+        | ({"stream": True} if i % 2 else {})
+        for i in range(10)
+    ]
+    source, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    done = run_cli(
+        *("run", str(source), "-o", str(out), "-m", "anthropic/claude-haiku-4-5"),
+        *("--api-base", server.url.removesuffix("/v1"), "--concurrency", "1"),
+        env={"ANTHROPIC_API_KEY": "sk-ant-test"},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = read_jsonl(out)
+    read = sum(r["usage"].get("cache_read_tokens", 0) for r in lines)
+    written = sum(r["usage"].get("cache_write_tokens", 0) for r in lines)
+    assert read > 0 and written > 0  # the fake did cache: this run tests something
+    haiku = PRICES_PER_MTOK["claude-haiku-4-5"]  # at --api-base, the bundled table prices it
+    assert [r["cost_usd"] for r in lines] == [billed(haiku, r["usage"]) for r in lines]
+    assert f"  cached     {read:,} read from the prompt cache, {written:,} written to it" in done.stderr
+    compared = model_rows(run_cli("compare", str(out), "--format", "csv", "--answers", "none").stdout)
+    row = compared["anthropic/claude-haiku-4-5"]
+    assert (row["cache read tokens"], row["cache write tokens"]) == (str(read), str(written))
+    assert row["TTFT p50 s"] != "-" and sum(1 for r in lines if "ttft_s" in r) == 5  # the streamed half
+
+
+def test_openai_cached_tokens_are_billed_at_the_read_rate(server: FakeServer, tmp_path: Path) -> None:
+    rows = [{"id": i, "prompt": f"question {i} " + "word " * 200 + "[[fake cached=128]]"} for i in range(6)]
+    source, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    done = run_cli("run", str(source), "-o", str(out), "-m", "openai/gpt-4o-mini", "--api-base", server.url)
+    assert done.returncode == 0, done.stderr
+    lines = read_jsonl(out)
+    assert all(r["usage"]["cache_read_tokens"] == 128 for r in lines)
+    assert [r["cost_usd"] for r in lines] == [billed(PRICES_PER_MTOK["gpt-4o-mini"], r["usage"]) for r in lines]
+    assert f"  cached     {128 * 6:,} read from the prompt cache (of the prompt tokens)" in done.stderr

@@ -1,4 +1,7 @@
-"""Latency percentiles in fixed memory: a run of a million requests keeps a few kilobytes, not a list."""
+"""Latency percentiles in fixed memory: a run of a million requests keeps a few kilobytes, not a list.
+
+The same histogram holds any positive figure from 0.0001 to 86,400 to within 1%: `compare` keeps each model's
+output tokens per second in one too."""
 
 from __future__ import annotations
 

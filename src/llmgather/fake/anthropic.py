@@ -212,10 +212,10 @@ async def _stream(
 def error(provider: FakeProvider, refusal: Refusal) -> web.Response:
     """A refusal in Anthropic's shape, with its rate-limit headers and a request id."""
     provider.stats.by_status[refusal.status] += 1
-    if refusal.body is not None:  # a third provider's shape, sent as it is
-        return web.json_response(refusal.body, status=refusal.status)
-    kind = ERROR_TYPES.get(refusal.status) or ("api_error" if refusal.status >= 500 else "invalid_request_error")
     headers = _headers(provider)
+    if refusal.body is not None:  # a third provider's shape, sent as it is
+        return web.json_response(refusal.body, status=refusal.status, headers={"request-id": headers["request-id"]})
+    kind = ERROR_TYPES.get(refusal.status) or ("api_error" if refusal.status >= 500 else "invalid_request_error")
     if refusal.retry_after is not None:
         headers["retry-after"] = str(max(1, math.ceil(refusal.retry_after)))
     if refusal.should_retry is not None:

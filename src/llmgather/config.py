@@ -41,11 +41,13 @@ class Provider:
     """The backend that speaks to it: "openai" (chat completions) or "anthropic" (messages)."""
     api_base: str | None
     key_env: str | None
+    cache_reads_count: bool = True
+    """Whether prompt-cache reads count against the input-token limit (Anthropic leaves them out)."""
 
 
 PROVIDERS = (
     Provider("openai/", "openai", OPENAI_API_BASE, DEFAULT_KEY_ENV),
-    Provider("anthropic/", "anthropic", ANTHROPIC_API_BASE, "ANTHROPIC_API_KEY"),
+    Provider("anthropic/", "anthropic", ANTHROPIC_API_BASE, "ANTHROPIC_API_KEY", cache_reads_count=False),
     Provider("gemini/", "openai", GEMINI_API_BASE, "GEMINI_API_KEY"),
     Provider("hosted_vllm/", "openai", None, None),
 )
@@ -282,6 +284,12 @@ class ModelConfig:
         """USD per million prompt and completion tokens, if known. At the user's own endpoint only their
         prices and the bundled table count: LiteLLM's map prices the provider's endpoints."""
         return price_of(self.model, self.prices, provider_endpoint=self.api_base is None)
+
+    @property
+    def cache_reads_count(self) -> bool:
+        """Whether the provider counts prompt-cache reads against its input-token limit."""
+        provider = native_provider(self.model, self.api_base)
+        return provider is None or provider.cache_reads_count
 
     def missing_key(self) -> str | None:
         """Why no request could authenticate, found before any is sent; None when one may.

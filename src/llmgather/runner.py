@@ -108,6 +108,7 @@ class Run:
             cache=self._cache,
             budget=self.budget,
             fallbacks=fallbacks,
+            cache_reads_count=config.cache_reads_count,
         )
 
     @property

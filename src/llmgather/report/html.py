@@ -14,7 +14,7 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
     "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
     "table.figures td,table.figures th{text-align:right}"
-    "table.figures td:first-child,table.figures th:first-child{text-align:left}"
+    "table.figures td:first-child,table.figures th:first-child{text-align:left;white-space:nowrap}"
     ".key{margin-right:1.5em}.key i{display:inline-block;width:12px;height:12px;margin-right:4px}"
     "svg{display:block}svg text{font-size:13px;fill:#444}.legend{margin:.5em 0 0}.note{font-size:.9em;color:#555}"
     ".wide{overflow-x:auto}table.figures{font-size:.85em}table.figures th,table.figures td{padding:3px 6px}"

@@ -4,7 +4,8 @@ HTML page with charts), the last two from one pass over a run's output.
     summary.py   the end-of-run summary and the --dry-run estimate
     results.py   one read of an output file: per-model figures, answers, timelines
     tables.py    those figures as tables, drawn as text, markdown, CSV or HTML
-    charts.py    the report's inline SVG charts
+    charts.py    the report's inline SVG charts, each as wide as the page, one colour per model
+    axes.py      their axes: round 1-2-5 ticks from 0
     html.py      the one HTML page shell, for `compare --format html` and `report`
     compare.py   `compare`'s output in the format asked for
 """

@@ -148,8 +148,9 @@ def main() -> None:
     "--price",
     "prices",
     multiple=True,
-    metavar="MODEL=IN,OUT",
-    help="USD per million prompt and completion tokens for MODEL (repeatable); wins over the price tables.",
+    metavar="MODEL=IN,OUT[,CACHE_READ[,CACHE_WRITE]]",
+    help="USD per million input, output and (optionally) cache-read and cache-write tokens for MODEL (repeatable);"
+    " a cache rate left out is the input rate; wins over the price tables.",
 )
 @click.option(
     "--dry-run",

@@ -345,7 +345,7 @@ def read_model_tables(path: Path) -> list[dict[str, Any]]:
         name = "openai/llama-3.1-8b"
         api_base = "http://localhost:8000/v1"
         concurrency = 100
-        price = [0.0, 0.0]          # USD per million prompt and completion tokens
+        price = [0.0, 0.0]          # USD per million input and output tokens (then cache read, cache write: optional)
     """
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))

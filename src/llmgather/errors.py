@@ -12,7 +12,7 @@
         │   └── RequestTimeout     the attempt took longer than its timeout
         ├── PermanentError         this request will never succeed as it is: 400, 404, 413, 422
         └── FatalError             no request will succeed: stop dispatching
-            ├── AuthenticationError   401, 403
+            ├── AuthenticationError   401, 403, Google's 400 API_KEY_INVALID
             ├── QuotaExceededError    429 insufficient_quota, a per-day quota, a credit balance too low
             └── ModelNotFoundError    the model does not exist at this endpoint
 
@@ -126,6 +126,8 @@ _QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "quota_excee
 _QUOTA_MESSAGES = ("credit balance is too low",)
 """Anthropic says a spent balance with a 400 (invalid_request_error): no request will pass until it is topped up."""
 _MODEL_CODES = {"model_not_found", "model_not_available"}
+_AUTH_CODES = {"API_KEY_INVALID"}
+"""Google answers a bad key with a 400 INVALID_ARGUMENT whose ErrorInfo says so: every request would fail alike."""
 
 
 def error_for_status(
@@ -156,7 +158,7 @@ def _kind(status: int, message: str, code: str | None) -> type[RequestError]:
         return QuotaExceededError
     if status == 429:
         return RateLimitError
-    if status in (401, 403):
+    if status in (401, 403) or code in _AUTH_CODES:
         return AuthenticationError
     if status == 404 and (code in _MODEL_CODES or (code == "not_found_error" and message.startswith("model:"))):
         return ModelNotFoundError  # Anthropic: {"type": "not_found_error", "message": "model: claude-..."}

@@ -15,12 +15,13 @@ import llmgather
 from llmgather.backends import make_backend
 from llmgather.backends.openai import OpenAIBackend
 from llmgather.engine import Engine
-from llmgather.errors import QuotaExceededError, RateLimitError, RequestError
+from llmgather.errors import AuthenticationError, QuotaExceededError, RateLimitError, RequestError
 from llmgather.fake import expected_content
 from llmgather.limits import Limits
 from llmgather.retry import RetryPolicy, parse_duration
 from llmgather.types import Request, Result
 
+KEY = "AIzaSyTestKeyTestKeyTestKey123"
 PER_DAY = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
 PER_MINUTE = "GenerateContentInputTokensPerModelPerMinute-FreeTier"
 
@@ -60,7 +61,7 @@ def error_of(status: int, body: Any, headers: dict[str, str] | None = None) -> R
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1beta/openai"
-        backend = OpenAIBackend("gemini/gemini-2.5-flash", api_base=base, api_key="AIzaSyTestKeyTestKeyTestKey123")
+        backend = OpenAIBackend("gemini/gemini-2.5-flash", api_base=base, api_key=KEY)
         try:
             await backend.send(Request.from_prompt(1, "x"))
         except RequestError as exc:
@@ -80,9 +81,29 @@ def test_gemini_models_go_to_googles_compatible_endpoint() -> None:
 
 
 def test_an_error_body_sent_as_a_json_array_is_read() -> None:
-    body = [{"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"}}]
+    body = [{"error": {"code": 400, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT"}}]
     error = error_of(400, body)
-    assert error.message == "API key not valid." and type(error).__name__ == "PermanentError"
+    assert error.message == "Request contains an invalid argument." and type(error).__name__ == "PermanentError"
+
+
+def test_a_bad_key_stops_the_run_and_is_never_quoted() -> None:
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"},
+        {"@type": "type.googleapis.com/google.rpc.DebugInfo", "detail": f"Invalid API key: {KEY}"},
+    ]
+    body = [
+        {
+            "error": {
+                "code": 400,
+                "message": f"API key not valid: {KEY}",
+                "status": "INVALID_ARGUMENT",
+                "details": details,
+            }
+        }
+    ]
+    error = error_of(400, body)
+    assert type(error) is AuthenticationError and error.code == "API_KEY_INVALID"
+    assert KEY not in str(error) and error.message.startswith("API key not valid")
 
 
 def test_a_per_day_quota_stops_the_run() -> None:

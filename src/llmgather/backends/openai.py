@@ -93,9 +93,10 @@ def _error_details(raw: bytes) -> tuple[str, str | None, float | None]:
 
 
 def _google_details(details: Any) -> tuple[str | None, float | None]:
-    """From Google's error details: the quota that was hit (a per-day one first, as it is the one that
-    matters) and `RetryInfo.retryDelay` in seconds."""
+    """From Google's error details: what was hit, as a code (the quota's id, a per-day one first as it is the
+    one that matters; else the ErrorInfo's reason, such as API_KEY_INVALID), and `RetryInfo.retryDelay`."""
     quota_id: str | None = None
+    reason: str | None = None
     delay: float | None = None
     for detail in details if isinstance(details, list) else ():
         if not isinstance(detail, dict):
@@ -103,12 +104,14 @@ def _google_details(details: Any) -> tuple[str | None, float | None]:
         kind = str(detail.get("@type", "")).removeprefix(_GOOGLE_RPC)
         if kind == "RetryInfo":
             delay = parse_duration(detail.get("retryDelay"))
+        elif kind == "ErrorInfo" and isinstance(detail.get("reason"), str):
+            reason = detail["reason"]
         elif kind == "QuotaFailure":
             for violation in detail.get("violations") or ():
                 found = violation.get("quotaId") if isinstance(violation, dict) else None
                 if isinstance(found, str) and (quota_id is None or "PerDay" in found):
                     quota_id = found
-    return quota_id, delay
+    return quota_id or reason, delay
 
 
 def _parse_completion(raw: bytes, headers: Mapping[str, str], secret: str | None) -> Response:

@@ -46,12 +46,14 @@ _PARAMS: dict[str, str | None] = {
     "presence_penalty": None,
     "frequency_penalty": None,
     "parallel_tool_calls": None,
-    "response_format": None,
+    "prompt_cache_key": None,  # Anthropic caches what cache_control marks
     "timeout": None,
     "request_timeout": None,
 }
-"""OpenAI's parameter names that Anthropic spells otherwise, or would refuse (None: not sent). Any other
-parameter (temperature, top_p, top_k, metadata, cache_control, stream, thinking, ...) goes as it is."""
+"""OpenAI's parameter names that Anthropic spells otherwise, or would refuse though they leave the answer
+much the same (None: not sent). Any other parameter (temperature, top_p, top_k, metadata, cache_control, stream,
+thinking, ...) goes as it is; one that changes what the answer is (response_format, tools in OpenAI's shape)
+goes too, so that Anthropic's 400 says it is not understood, rather than a different answer coming back."""
 
 _FINISH_REASONS = {
     "end_turn": "stop",

@@ -167,11 +167,11 @@ def test_learned_limits_pace_requests() -> None:
 def test_under_a_known_limit_a_lone_429_only_cools_down() -> None:
     clock = FakeClock()
     limiter = Limiter(rpm=6000, clock=clock, sleep=clock.sleep)
-    limiter.on_rate_limited(retry_after=0.5)
+    limiter.on_rate_limited(retry_after=0.5, headers=OPENAI)  # with the limit's headers: the limit, not the request
     stats = limiter.stats()
     assert stats.rpm_pace == 6000 and stats.cool_downs == 1 and stats.cooling_for_s == 0.5
     clock.now += 5
-    limiter.on_rate_limited(retry_after=None)
+    limiter.on_rate_limited(retry_after=None, headers=OPENAI)
     assert limiter.stats().rpm_pace == 6000
 
 

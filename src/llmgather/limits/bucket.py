@@ -61,10 +61,13 @@ class TokenBucket:
         self._ceiling = self._capacity
         self._level = min(self._level, self._capacity)
 
-    def refund(self, amount: float) -> None:
-        """Give back units taken but not used (an over-estimate, a request never sent)."""
+    def refund(self, amount: float, taken: float = 0.0) -> None:
+        """Give back units taken but not used (an over-estimate, a request never sent). `taken`: what the
+        request took. A request larger than the capacity was let fill the bucket up to it, so what it gives
+        back may fill it that far again: capped at the capacity, a reservation larger than it (Anthropic's
+        `max_tokens`) would lose what was not used, and pace at the reservation, not at what was used."""
         self._refill()
-        self._level = min(self._capacity, self._level + amount)
+        self._level = min(max(self._capacity, taken), self._level + amount)
 
     def charge(self, amount: float) -> None:
         """Take units used beyond what was taken (an under-estimate): later requests wait them out."""

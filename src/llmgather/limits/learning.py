@@ -29,10 +29,11 @@ SEND_RATE_WINDOW_S = 10.0
 # second (6,000 rpm is 100 a second), so this many fit any limit from 6,000 rpm up; under a smaller one the
 # excess is refused once, and those 429s carry the headers that teach the limit.
 INITIAL_WINDOW = 100
-# A 429 without rate-limit headers is its own request's problem when at most this share of what was sent in
-# the current and the previous second was refused, and at least this many were sent (fewer say little).
+# A 429 without rate-limit headers is its own request's problem when, in the current and the previous second,
+# fewer than this many were refused (a limit reached refuses many at once: everything sent past it) ...
+OWN_REFUSALS_BELOW = 3
+# ... or when at most this share of what was sent then was refused.
 OWN_REFUSAL_SHARE = 0.05
-OWN_REFUSAL_FEWEST_SENT = 20
 
 
 class Learner:
@@ -122,8 +123,8 @@ class Learner:
     def _own_refusal(self, now: float, headers: Mapping[str, str]) -> bool:
         if has_limit_headers(headers):
             return False
-        sent = self._sent_lately.count(now)
-        return sent >= OWN_REFUSAL_FEWEST_SENT and self._refused_lately.count(now) <= OWN_REFUSAL_SHARE * sent
+        refused = self._refused_lately.count(now)
+        return refused < OWN_REFUSALS_BELOW or refused <= OWN_REFUSAL_SHARE * self._sent_lately.count(now)
 
     def cool_down(self, seconds: float) -> None:
         """Hold every request to this endpoint and model until `seconds` from now (one shared wait)."""

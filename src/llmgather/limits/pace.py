@@ -107,7 +107,7 @@ class Pace:
         if bucket is None or bucket is not self.bucket or (counted is None and keep_pace):
             return
         if actual < booking.amount:
-            bucket.refund(booking.amount - actual)
+            bucket.refund(booking.amount - actual, booking.amount)
         elif actual > booking.amount:
             bucket.charge(actual - booking.amount)
 

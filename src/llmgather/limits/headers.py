@@ -39,8 +39,6 @@ class Announced:
     """Seconds from now until the budget is whole again."""
 
 
-_OPENAI = {Kind.REQUESTS: "requests", Kind.TOKENS: "tokens"}
-_ANTHROPIC = {Kind.REQUESTS: "requests", Kind.INPUT: "input-tokens", Kind.OUTPUT: "output-tokens"}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(ms|h|m|s)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -48,12 +46,10 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 def announced(headers: Mapping[str, str], now_wall: float) -> dict[Kind, Announced]:
     """Every budget the headers say anything of (an empty dict for an answer that says nothing)."""
     found: dict[Kind, Announced] = {}
-    for kind, name in _OPENAI.items():
-        _read(found, kind, headers, f"x-ratelimit-{{}}-{name}", _duration_s, now_wall)
-    for kind, name in _ANTHROPIC.items():
-        _read(found, kind, headers, f"anthropic-ratelimit-{name}-{{}}", _timestamp_s, now_wall)
+    for kind, limit, remaining, reset, parse in _NAMES:
+        _read(found, kind, headers, limit, remaining, reset, parse, now_wall)
     if Kind.INPUT not in found and Kind.OUTPUT not in found and Kind.TOKENS not in found:
-        _read(found, Kind.TOKENS, headers, "anthropic-ratelimit-tokens-{}", _timestamp_s, now_wall)
+        _read(found, Kind.TOKENS, headers, *_ANTHROPIC_TOKENS, now_wall)
     return found
 
 
@@ -66,16 +62,20 @@ def _read(
     found: dict[Kind, Announced],
     kind: Kind,
     headers: Mapping[str, str],
-    pattern: str,
-    reset: Callable[[str, float], float | None],
+    limit_name: str,
+    remaining_name: str,
+    reset_name: str,
+    parse_reset: Callable[[str, float], float | None],
     now_wall: float,
 ) -> None:
-    limit = _positive(headers.get(pattern.format("limit")))
-    remaining = _number(headers.get(pattern.format("remaining")))
+    limit_text, remaining_text = headers.get(limit_name), headers.get(remaining_name)
+    if limit_text is None and remaining_text is None:  # most answers of most providers: said nothing
+        return
+    limit, remaining = _positive(limit_text), _number(remaining_text)
     if limit is None and remaining is None:
         return
-    reset_text = headers.get(pattern.format("reset"))
-    reset_s = None if reset_text is None else reset(reset_text, now_wall)
+    reset_text = headers.get(reset_name)
+    reset_s = None if reset_text is None else parse_reset(reset_text, now_wall)
     found[kind] = Announced(limit, remaining, reset_s)
 
 
@@ -116,3 +116,26 @@ def _number(text: str | None) -> float | None:
 def _positive(text: str | None) -> float | None:
     number = _number(text)
     return number if number is not None and number > 0 else None
+
+
+_Names = tuple[str, str, str, Callable[[str, float], float | None]]
+
+
+def _openai(name: str) -> _Names:
+    return (f"x-ratelimit-limit-{name}", f"x-ratelimit-remaining-{name}", f"x-ratelimit-reset-{name}", _duration_s)
+
+
+def _anthropic(name: str) -> _Names:
+    prefix = f"anthropic-ratelimit-{name}"
+    return (f"{prefix}-limit", f"{prefix}-remaining", f"{prefix}-reset", _timestamp_s)
+
+
+# Every answer is read: the header names are spelled out once.
+_NAMES: tuple[tuple[Kind, str, str, str, Callable[[str, float], float | None]], ...] = (
+    (Kind.REQUESTS, *_openai("requests")),
+    (Kind.TOKENS, *_openai("tokens")),
+    (Kind.REQUESTS, *_anthropic("requests")),
+    (Kind.INPUT, *_anthropic("input-tokens")),
+    (Kind.OUTPUT, *_anthropic("output-tokens")),
+)
+_ANTHROPIC_TOKENS = _anthropic("tokens")

@@ -140,7 +140,8 @@ class Learner:
         self._sent_lately.add(now)
         # Kept while a rate is unknown: to seed its window once learned, and to know where to step down
         # from when a 429 comes first.
-        if any(rate.rate is None for rate in self.rates):
+        rates = self.rates
+        if rates[0].rate is None or rates[1].rate is None or rates[2].rate is None or rates[3].rate is None:
             self.sent.append((now, cost))
             while self.sent[0][0] < now - SEND_RATE_WINDOW_S:
                 self.sent.popleft()

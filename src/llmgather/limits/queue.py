@@ -109,8 +109,11 @@ class Limiter:
         self._paces = tuple(Pace(kind, learner.rates[kind], clock) for kind in Kind)
         self._active: tuple[Pace, ...] = ()
         """The budgets with a rate (the others count nothing)."""
+        self._tokens_paced = False
         self._ramp_from: float | None = None if ramp else -math.inf
         """When the first request went: the ramp's start."""
+        self._ramp_next = math.inf
+        """When the ramp next moves the rates (never once it is over, or before the first request)."""
         self._apply_rates()
         self._queue: deque[_Waiter] = deque()
         self._waker: asyncio.Task[None] | None = None
@@ -120,9 +123,7 @@ class Limiter:
         """Whether requests must say their token estimate: when a token budget is in force, or may still be
         learned from the first answer (what went before it is counted once it is)."""
         learner = self._learner
-        return any(pace.kind is not Kind.REQUESTS for pace in self._active) or (
-            learner.learn and learner.awaiting_first_answer
-        )
+        return self._tokens_paced or (learner.learn and learner.awaiting_first_answer)
 
     @property
     def awaiting_first_answer(self) -> bool:
@@ -164,13 +165,13 @@ class Limiter:
         ticket = Ticket(cost, [pace.take(cost.of(pace.kind)) for pace in self._active])
         self._learner.note_sent(cost)
         if self._ramp_from is None:
-            self._ramp_from = self._clock()
+            self._ramp_from = self._ramp_next = self._clock()
         return ticket
 
     def _delay(self, cost: Cost) -> float:
         now = self._clock()
         delay = self._learner.resume_at - now
-        if self._ramping():
+        if now >= self._ramp_next:
             self._apply_rates()  # the ramp moves with the clock
         for pace in self._active:
             delay = max(delay, pace.delay(cost.of(pace.kind)))
@@ -202,13 +203,10 @@ class Limiter:
     async def _run_waker(self) -> None:
         while self._queue:
             delay = self._delay(self._queue[0].cost)
-            if self._ramping():
+            if self._ramp_next < math.inf:
                 delay = min(delay, RAMP_STEP_S)  # the rate grows while it sleeps: look again soon
             await self._sleep(delay)
             self._admit_ready()
-
-    def _ramping(self) -> bool:
-        return self._ramp_from is not None and self._clock() - self._ramp_from < RAMP_S
 
     def _forget(self, entry: _Waiter) -> None:
         with contextlib.suppress(ValueError):
@@ -219,9 +217,12 @@ class Limiter:
 
     def observe(self, headers: Mapping[str, str], *, ok: bool) -> None:
         """An attempt ended: learn what its answer's headers announce; a clean answer lets the rate grow."""
+        rates = self._learner.rates
+        before = [rate.rate for rate in rates]
         for kind, seen in self._learner.answered(headers, ok=ok).items():
             self._paces[kind].heard(seen)
-        self._apply_rates()
+        if [rate.rate for rate in rates] != before:
+            self._apply_rates()
         if self._queue:
             self._wake()
 
@@ -276,10 +277,13 @@ class Limiter:
     def _apply_rates(self) -> None:
         ramp = RAMP_START  # until the first request goes
         if self._ramp_from is not None:
-            ramp = min(1.0, RAMP_START + (1.0 - RAMP_START) * (self._clock() - self._ramp_from) / RAMP_S)
+            now = self._clock()
+            ramp = min(1.0, RAMP_START + (1.0 - RAMP_START) * (now - self._ramp_from) / RAMP_S)
+            self._ramp_next = now + RAMP_STEP_S if ramp < 1.0 else math.inf
         for pace in self._paces:
             pace.retune(ramp, self._seed)
         self._active = tuple(pace for pace in self._paces if pace.rate.rate is not None)
+        self._tokens_paced = any(pace.kind is not Kind.REQUESTS for pace in self._active)
 
     def _seed(self, kind: Kind, window: SlidingWindow) -> None:
         """A one-second log for a rate just learned, holding what went in the last second before it was known.

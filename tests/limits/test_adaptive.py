@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from test_bucket import FakeClock
 
 from llmgather.limits import Cost, Limiter
@@ -16,7 +17,7 @@ from llmgather.limits.adaptive import (
     ProviderLimits,
     limits_from_headers,
 )
-from llmgather.limits.learning import INITIAL_WINDOW
+from llmgather.limits.learning import INITIAL_WINDOW, LONE_HOLD_S
 
 OPENAI = {
     "x-ratelimit-limit-requests": "6000",
@@ -167,12 +168,16 @@ def test_learned_limits_pace_requests() -> None:
 def test_under_a_known_limit_a_lone_429_only_cools_down() -> None:
     clock = FakeClock()
     limiter = Limiter(rpm=6000, clock=clock, sleep=clock.sleep)
-    limiter.on_rate_limited(retry_after=0.5, headers=OPENAI)  # with the limit's headers: the limit, not the request
+    limiter.on_rate_limited(retry_after=1.0, headers=OPENAI)  # with the limit's headers: the limit, not the request
     stats = limiter.stats()
-    assert stats.rpm_pace == 6000 and stats.cool_downs == 1 and stats.cooling_for_s == 0.5
+    # The others are held only while the jitter passes, not for the whole (whole-second) Retry-After.
+    assert stats.rpm_pace == 6000 and stats.cool_downs == 1 and stats.cooling_for_s == pytest.approx(LONE_HOLD_S)
     clock.now += 5
     limiter.on_rate_limited(retry_after=None, headers=OPENAI)
     assert limiter.stats().rpm_pace == 6000
+    clock.now += 0.5
+    limiter.on_rate_limited(retry_after=1.0, headers=OPENAI)  # again within a second: the whole wait
+    assert limiter.stats().cooling_for_s == 1.0
 
 
 def test_repeated_429s_are_one_step_down_a_second() -> None:

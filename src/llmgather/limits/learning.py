@@ -29,6 +29,8 @@ SEND_RATE_WINDOW_S = 10.0
 # second (6,000 rpm is 100 a second), so this many fit any limit from 6,000 rpm up; under a smaller one the
 # excess is refused once, and those 429s carry the headers that teach the limit.
 INITIAL_WINDOW = 100
+# Under a known limit, a lone 429 holds the others this long at most (see `Learner.refused`).
+LONE_HOLD_S = 0.1
 # A 429 without rate-limit headers is its own request's problem when, in the current and the previous second,
 # fewer than this many were refused (a limit reached refuses many at once: everything sent past it) ...
 OWN_REFUSALS_BELOW = 3
@@ -103,15 +105,16 @@ class Learner:
         self._refused_lately.add(now)
         if self._own_refusal(now, headers or {}):
             return False
-        if retry_after is not None:
-            self.cool_down(retry_after)
         self._answers.add(now, refused=True)
         previous, self._last_429 = self._last_429, now
-        if now - self._last_decrease < DECREASE_EVERY_S:
-            return False
-        if self.requests.ceiling is not None and now - previous > DECREASE_EVERY_S:
-            # Under a known limit a lone 429 is arrival jitter at the edge of the window: the cool-down
-            # is enough. 429s that come again within a second mean the limit is not all ours.
+        # Under a known limit a lone 429 is arrival jitter at the edge of the provider's window: the others
+        # are held only while that passes (the refused request itself waits its whole Retry-After), not for a
+        # Retry-After in whole seconds (Anthropic's), which cost a second of the limit each time. 429s that
+        # come again within a second mean the limit is not all ours: the whole wait, and a step down.
+        lone = now - previous > DECREASE_EVERY_S and any(rate.ceiling is not None for rate in self.rates)
+        if retry_after is not None:
+            self.cool_down(min(retry_after, LONE_HOLD_S) if lone else retry_after)
+        if lone or now - self._last_decrease < DECREASE_EVERY_S:
             return False
         self._last_decrease = now
         self.requests.decrease(self._sent_per_minute(now), self._answers.accepted())

@@ -189,7 +189,12 @@ class Engine:
         self._cache = cache
         self._budget = budget
         self._fallbacks = tuple(fallbacks)
-        self._estimator = TokenEstimator(tiktoken_counter(self.model))
+        # A backend that sends a `max_tokens` of its own for requests that set none says so: the provider reserves
+        # it against an output-token limit, so admission must too.
+        default_budget = getattr(backend, "default_max_tokens", None)
+        self._estimator = TokenEstimator(
+            tiktoken_counter(self.model), default_budget=default_budget if isinstance(default_budget, int) else None
+        )
         self._gate = Gate(
             self.limits.concurrency,
             self._limiter,

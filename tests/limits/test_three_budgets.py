@@ -146,3 +146,38 @@ def test_a_429_only_two_prompts_get_does_not_slow_the_rest() -> None:
     last_success, _, failed = run_virtual(scenario)
     assert failed == 2
     assert last_success < 1.5  # 10 rounds of 0.05 s: 0.5 s; before, minutes
+
+
+class _SendsItsOwnMaxTokens(FunctionBackend):
+    default_max_tokens = 4000  # as the Anthropic backend sends for a request that sets none
+
+
+def test_output_is_reserved_at_the_max_tokens_the_backend_sends_for_a_request_that_sets_none() -> None:
+    # 600,000 output tokens a minute is 10,000 a second. The provider reserves the 4,000 the backend sends, for
+    # as long as each answer takes (0.5 s): at most two fit in flight. Reserved at the typical completion
+    # instead, far more go, and the provider refuses them.
+    def most_in_flight(backend_type: type[FunctionBackend]) -> int:
+        async def scenario() -> int:
+            loop = asyncio.get_running_loop()
+            in_flight = [0, 0]
+
+            async def handler(request: Request) -> Response:
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight)
+                await asyncio.sleep(0.5)
+                in_flight[0] -= 1
+                return Response(content="ok", usage=Usage(5, 10))
+
+            run = Engine(
+                backend_type(handler),
+                clock=loop.time,
+                limits=Limits(concurrency=40, output_tpm=600_000),
+                retry=RetryPolicy(max_retries=5, deadline_s=None),
+            )
+            await collect(run, asking(40))
+            return in_flight[1]
+
+        return run_virtual(scenario)
+
+    assert most_in_flight(_SendsItsOwnMaxTokens) <= 2
+    assert most_in_flight(FunctionBackend) > 4

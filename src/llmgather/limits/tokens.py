@@ -33,11 +33,17 @@ class TokenEstimator:
         "_completions_seen",
         "_count",
         "_counted_prompt_tokens",
+        "_default_budget",
         "_estimated_prompt_tokens",
     )
 
-    def __init__(self, count: Callable[[Iterable[str]], int | None] | None = None) -> None:
+    def __init__(
+        self, count: Callable[[Iterable[str]], int | None] | None = None, *, default_budget: int | None = None
+    ) -> None:
+        """`default_budget`: the `max_tokens` the backend sends for a request that sets none (Anthropic's
+        requires one), which the provider reserves against its output limit as if the request had set it."""
         self._count = count  # tokens in a text, exactly (tiktoken), when known
+        self._default_budget = default_budget
         self._completion_tokens_seen = 0
         self._completions_seen = 0
         self._estimated_prompt_tokens = 0
@@ -47,8 +53,11 @@ class TokenEstimator:
         return self.prompt_tokens(request) + self.expected_completion(request)
 
     def expected_completion(self, request: Request) -> int:
-        """The request's completion budget, or the typical completion so far when it sets none."""
+        """The request's completion budget (or the one the backend sends for it), or the typical completion so
+        far when there is none."""
         budget = request.completion_budget()
+        if budget is None:
+            budget = self._default_budget
         return self.typical_completion() if budget is None else budget
 
     def prompt_tokens(self, request: Request) -> int:

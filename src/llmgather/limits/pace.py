@@ -54,7 +54,6 @@ class Booking:
     amount: int
     bucket: TokenBucket | None
     entry: WindowEntry | None
-    from_allowance: bool
 
 
 class Pace:
@@ -94,7 +93,7 @@ class Pace:
         self.taken = True
         entry = self.window.add(amount) if self.window is not None else None
         self.in_flight += amount
-        return Booking(self, amount, bucket, entry, from_allowance)
+        return Booking(self, amount, bucket, entry)
 
     def settle(self, booking: Booking, counted: int | None, *, keep_pace: bool) -> None:
         """The provider counted `counted` of it (None: it did not count the request at all). `keep_pace`: a

@@ -7,6 +7,7 @@ as generous multiples of the physical bound.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -94,3 +95,24 @@ def test_told_its_token_limit_the_run_starts_at_once(fake_server: Callable[..., 
     assert server.stats()["max_in_flight"] == 50
     finished = [r.finished_at for r in results if r.finished_at is not None]
     assert max(finished) - min(finished) < 1.0  # all answered together, none an answer time before the rest
+
+
+def test_each_anthropic_limit_is_learned_from_its_own_headers(fake_server: Callable[..., FakeServer]) -> None:
+    # Nothing told: the first answers' anthropic-ratelimit-* headers say 60,000 output tokens a minute and
+    # 10,000,000 input tokens. Read as the combined limit (as before), the input one left output unpaced.
+    server = fake_server("--output-tpm", "60000", "--input-tpm", "10000000", "--rpm", "50000", "--latency", "0.05")
+    prompts = [{"prompt": f"learn {i}", "max_tokens": 50} for i in range(300)]
+
+    async def go() -> tuple[list[llmgather.Result], llmgather.EngineStats]:
+        options = {"api_base": server.url, "api_key": "k", "concurrency": 50}
+        async with llmgather.Client("anthropic/claude-fake", **options) as client:
+            return [result async for result in client.map(prompts)], client.stats()
+
+    results, stats = asyncio.run(go())
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+    limiter = stats.limiter
+    assert (limiter.rpm_limit, limiter.tpm_limit) == (50000, None)
+    assert (limiter.input_tpm_limit, limiter.output_tpm_limit) == (10_000_000, 60000)
+    # The 50 that go before the first answer reserve 2,500 in a second that holds 1,000: about 30 are refused
+    # once, and teach the limit; after that, 3% of 300 at most.
+    assert server.stats()["rate_limited"] <= 30 + 9, server.stats()

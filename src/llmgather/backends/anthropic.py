@@ -76,6 +76,10 @@ _CODE_CHARS = 80
 
 
 class AnthropicBackend:
+    default_max_tokens = DEFAULT_MAX_TOKENS
+    """Sent for a request that sets none, and reserved by Anthropic against the output-token limit: the engine
+    reserves it too."""
+
     def __init__(
         self,
         model: str,

@@ -27,6 +27,8 @@ HEADROOM = 1.0 / (1.0 + ARRIVAL_SLACK_S)
 # The bucket keeps the pace over minutes and spreads requests out; the window keeps every second exact.
 # So the bucket may save up a little, in seconds of rate, to use what a held-back second left over.
 BURST_S = 0.25
+# A fresh bucket holds only this many seconds of its opening rate: nothing saved up goes in a burst at the start.
+OPENING_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,15 +124,17 @@ class Pace:
 
     def retune(self, ramp: float, seed: Callable[[Kind, SlidingWindow], None]) -> None:
         """Follow the rate: a bucket and window are made when a rate is first known, retuned as it moves. While a
-        fresh run ramps up the bucket fills at `ramp`, a share of the rate (it opens holding that share of its
-        capacity), and the window keeps the whole second's limit: the bucket is the one that holds back then."""
+        fresh run ramps up the bucket fills at `ramp`, a share of the rate (it opens holding a tenth of a second of
+        that), and the window keeps the whole second's limit: the bucket is the one that holds back then."""
         per_minute = self.rate.rate
         if per_minute is None:
             return
         rate = per_minute / 60.0 * HEADROOM * ramp
         capacity = max(1.0, per_minute / 60.0 * HEADROOM * BURST_S)
         if self.bucket is None:
-            self.bucket = TokenBucket(rate, capacity, clock=self._clock, level=capacity * ramp)
+            self.bucket = TokenBucket(
+                rate, capacity, clock=self._clock, level=capacity if ramp >= 1.0 else min(capacity, rate * OPENING_S)
+            )
         elif self.bucket.rate_per_s != rate:
             self.bucket.set_rate(rate, capacity)
         if self.window is None:

@@ -5,11 +5,12 @@ the shared cool-down allow it. The budgets pace at the user's limits, or at what
 announce, or, when neither is known, at what its 429s teach: what the answers teach is `learning`'s; the queue
 applies it.
 
-A fresh run ramps up: its budgets open at a quarter of their rate and reach the whole of it over its first
-second, so that a run never opens with a burst of a whole second's limit in its first instant (Anthropic's
-"acceleration limits" refuse sharp increases of usage; a token bucket at the provider refuses a burst even
-when the minute's count allows it). A second is a few percent of any run long enough for its limits to
-matter, and nothing of a run that its concurrency, not its limits, holds back.
+A fresh run ramps up: its budgets open at half their rate, holding nothing saved up, and reach the whole of
+it over its first half second, so that a run never opens with a burst of a whole second's limit in its first
+instant (Anthropic's "acceleration limits" refuse sharp increases of usage; a token bucket at the provider
+refuses a burst even when the minute's count allows it). The ramp costs an eighth of a second of the limit,
+under 1% of any run long enough for its limits to matter, and nothing of a run that its concurrency, not its
+limits, holds back.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from llmgather.limits.window import SlidingWindow
 __all__ = ["ARRIVAL_SLACK_S", "BURST_S", "HEADROOM", "Cost", "Limiter", "LimiterStats", "Limits", "Ticket"]
 
 # The ramp of a fresh run: the share of the rate it opens at, and how long it takes to reach the whole rate.
-RAMP_START = 0.25
-RAMP_S = 1.0
+RAMP_START = 0.5
+RAMP_S = 0.5
 RAMP_STEP_S = 0.02
 
 

@@ -137,3 +137,21 @@ def test_plain_lines_stay_one_line_per_model_per_tick_and_parseable() -> None:
         assert match is not None, line
         assert (match["done"], match["total"], match["failed"]) == ("600000", str(TOTAL), "12345")
     assert "\n" not in plain_line(snapshots[0], None, (1.5, 20.0))
+
+
+def test_the_pace_shows_each_token_budget_apart_as_anthropic_counts_them() -> None:
+    limiter = LimiterStats(
+        rpm_limit=4_000,
+        tpm_limit=None,
+        rpm_pace=4_000,
+        tpm_pace=None,
+        waiting=0,
+        cool_downs=0,
+        cooling_for_s=0.0,
+        input_tpm_limit=2_000_000,
+        output_tpm_limit=400_000,
+        input_tpm_pace=1_800_000,
+        output_tpm_pace=400_000,
+    )
+    line = plain_line(stats("anthropic/claude-sonnet-4-5", 10, limiter=limiter), 100, (1.0, 1.0))
+    assert "4,000/4,000 rpm, 1,800,000/2,000,000 input tpm, 400,000/400,000 output tpm" in line

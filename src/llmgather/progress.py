@@ -65,6 +65,8 @@ def _pace_parts(limiter: LimiterStats) -> list[str]:
     for pace, limit, unit in (
         (limiter.rpm_pace, limiter.rpm_limit, "rpm"),
         (limiter.tpm_pace, limiter.tpm_limit, "tpm"),
+        (limiter.input_tpm_pace, limiter.input_tpm_limit, "input tpm"),
+        (limiter.output_tpm_pace, limiter.output_tpm_limit, "output tpm"),
     ):
         if limit is not None:
             parts.append(f"{pace or limit:,.0f}/{limit:,.0f} {unit}")

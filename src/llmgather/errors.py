@@ -122,7 +122,7 @@ class ModelNotFoundError(FatalError):
 
 
 _TRANSIENT_STATUSES = {408, 409, 429, 498, 500, 502, 503, 504, 529}
-_QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "quota_exceeded"}
+_QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "quota_exceeded", "billing_error"}
 _QUOTA_MESSAGES = ("credit balance is too low",)
 """Anthropic says a spent balance with a 400 (invalid_request_error): no request will pass until it is topped up."""
 _MODEL_CODES = {"model_not_found", "model_not_available"}

@@ -290,6 +290,14 @@ def test_an_error_event_after_the_200_is_a_transient_failure_of_the_attempt() ->
     assert raised.value.status == 529 and "overloaded_error" in raised.value.message
 
 
+@pytest.mark.parametrize(("kind", "expected"), [("billing_error", QuotaExceededError), ("timeout_error", ServerError)])
+def test_an_error_event_mid_stream_is_classified_by_its_type(kind: str, expected: type[RequestError]) -> None:
+    event = {"type": "error", "error": {"type": kind, "message": "no"}}
+    with pytest.raises(RequestError) as raised:
+        send_to(streaming(sse(START, BLOCK, delta("Hel"), event)), Request.from_prompt(1, "x", stream=True))
+    assert type(raised.value) is expected
+
+
 def test_a_stream_cut_before_message_stop_is_a_dropped_connection() -> None:
     with pytest.raises(ConnectError, match="message_stop"):
         send_to(streaming(sse(START, BLOCK, delta("Hel"))), Request.from_prompt(1, "x", stream=True))
@@ -307,6 +315,8 @@ def test_a_stream_cut_before_message_stop_is_a_dropped_connection() -> None:
         (413, "request_too_large", "Request exceeds the maximum size", PermanentError),
         (404, "not_found_error", "model: claude-nope", ModelNotFoundError),
         (404, "not_found_error", "Not Found", PermanentError),
+        (402, "billing_error", "Your payment method was declined", QuotaExceededError),
+        (504, "timeout_error", "Request timed out", ServerError),
     ],
 )
 def test_errors_are_classified(status: int, kind: str, text: str, expected: type[RequestError]) -> None:

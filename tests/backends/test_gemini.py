@@ -84,6 +84,7 @@ def test_an_error_body_sent_as_a_json_array_is_read() -> None:
     body = [{"error": {"code": 400, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT"}}]
     error = error_of(400, body)
     assert error.message == "Request contains an invalid argument." and type(error).__name__ == "PermanentError"
+    assert error.code == "INVALID_ARGUMENT"  # Google's name for it, not its `code`, which repeats the status
 
 
 def test_a_bad_key_stops_the_run_and_is_never_quoted() -> None:

@@ -10,7 +10,7 @@ from test_bucket import FakeClock
 
 from llmgather.limits import Cost, Limiter
 from llmgather.limits.adaptive import ProviderLimits, limits_from_headers
-from llmgather.limits.headers import Announced, Kind, announced
+from llmgather.limits.headers import Announced, Kind, announced, has_limit_headers
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC).timestamp()
 
@@ -154,3 +154,9 @@ def test_a_limit_that_says_its_reset_is_paced_as_before() -> None:
 
 def test_a_user_who_keeps_part_of_the_limit_back_is_paced_at_it() -> None:
     assert burst_after_first_answer(CLOCK_MINUTE, 600, rpm=300) <= 300 / 60
+
+
+def test_rate_limit_headers_are_found_however_a_server_capitalises_them() -> None:
+    # A 429 that carries them is the shared limit's, not the request's own: the check must see them.
+    assert has_limit_headers({"X-RateLimit-Limit-Requests": "60", "X-RateLimit-Remaining-Requests": "0"})
+    assert not has_limit_headers({"Content-Type": "application/json"})

@@ -15,6 +15,7 @@ from llmgather.backends.redact import redact
 from llmgather.config import ANTHROPIC_API_BASE, provider_model_name
 from llmgather.errors import (
     ConnectError,
+    FatalError,
     PermanentError,
     RequestError,
     ServerError,
@@ -66,10 +67,12 @@ _STATUS_OF_ERROR = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "permission_error": 403,
+    "billing_error": 402,
     "not_found_error": 404,
     "request_too_large": 413,
     "rate_limit_error": 429,
     "api_error": 500,
+    "timeout_error": 504,
     "overloaded_error": 529,
 }
 _CODE_CHARS = 80
@@ -322,12 +325,13 @@ class _Stream:
         return False
 
     def _error(self, error: dict[str, Any]) -> RequestError:
-        """An error after the 200 began (overloaded_error, say): this attempt failed, another may not."""
+        """An error after the 200 began (overloaded_error, say): this attempt failed, another may not; unless it says
+        no request will pass (a billing error), which stops the run as it would before a 200."""
         kind = str(error.get("type") or "error")
         message = redact(f"{kind} mid-stream: {error.get('message') or 'no message'}", self._secret)
         code = redact(kind, self._secret, limit=_CODE_CHARS)
         status = _STATUS_OF_ERROR.get(kind, 500)
         found = error_for_status(status, message, code=code, headers=self._resp.headers)
-        if isinstance(found, TransientError):
+        if isinstance(found, TransientError | FatalError):
             return found
         return ServerError(message, status=status, code=code, headers=self._resp.headers)

@@ -85,6 +85,8 @@ def _error_details(raw: bytes) -> tuple[str, str | None, float | None]:
         if isinstance(error, str):
             return error, None, None
         code = error.get("code") or error.get("type")
+        if isinstance(code, int):  # Google's `code` is the HTTP status again; its name for the error is `status`
+            code = error.get("status") or code
         quota_id, delay = _google_details(error.get("details"))
         code = quota_id or code
         return str(error.get("message") or code or "error"), (str(code) if code else None), delay

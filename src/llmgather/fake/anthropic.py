@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 STATUS_OF_TYPE = {kind: status for status, kind in ERROR_TYPES.items()}

@@ -55,7 +55,7 @@ def announced(headers: Mapping[str, str], now_wall: float) -> dict[Kind, Announc
 
 def has_limit_headers(headers: Mapping[str, str]) -> bool:
     """Whether an answer carries any rate-limit header at all."""
-    return any(name.startswith(("x-ratelimit-", "anthropic-ratelimit-")) for name in headers)
+    return any(name.lower().startswith(("x-ratelimit-", "anthropic-ratelimit-")) for name in headers)
 
 
 def _read(

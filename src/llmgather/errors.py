@@ -130,6 +130,13 @@ _AUTH_CODES = {"API_KEY_INVALID"}
 """Google answers a bad key with a 400 INVALID_ARGUMENT whose ErrorInfo says so: every request would fail alike."""
 
 
+def names_a_quota(code: str | None) -> bool:
+    """Whether a provider's code names a quota the whole key or project shares: Google's quota ids
+    ("GenerateRequestsPerMinutePerProjectPerModel-FreeTier") come with no rate-limit headers, but a 429 that
+    names one is the shared limit's, never one request's own."""
+    return code is not None and any(f"Per{span}" in code for span in ("Second", "Minute", "Day"))
+
+
 def error_for_status(
     status: int,
     message: str,
@@ -152,7 +159,7 @@ def error_for_status(
 
 
 def _kind(status: int, message: str, code: str | None) -> type[RequestError]:
-    if code in _QUOTA_CODES or (status == 429 and code is not None and "PerDay" in code):
+    if code in _QUOTA_CODES or (status == 429 and names_a_quota(code) and "PerDay" in str(code)):
         return QuotaExceededError  # a per-day quota (Gemini's quotaId) is not back within any deadline
     if status == 400 and any(words in message.lower() for words in _QUOTA_MESSAGES):
         return QuotaExceededError

@@ -148,6 +148,32 @@ def test_a_429_only_two_prompts_get_does_not_slow_the_rest() -> None:
     assert last_success < 1.5  # 10 rounds of 0.05 s: 0.5 s; before, minutes
 
 
+def test_a_429_that_names_a_quota_holds_everyone_for_its_retry_delay() -> None:
+    # Gemini's per-minute quota refusals carry no rate-limit headers, but they name the project's quota and
+    # give a retryDelay: the whole run waits it out, instead of sending into a spent quota.
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        done_at: list[float] = []
+        refused: set[object] = set()
+
+        async def handler(request: Request) -> Response:
+            if request.id in ("r3", "r500") and request.id not in refused:
+                refused.add(request.id)
+                quota = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
+                raise RateLimitError("quota", status=429, code=quota, retry_after=2.0)
+            await asyncio.sleep(0.05)
+            done_at.append(loop.time())
+            return Response(content="ok", usage=Usage(5, 5))
+
+        run = Engine(FunctionBackend(handler), clock=loop.time, limits=Limits(concurrency=100))
+        results, _ = await collect(run, asking(1000))
+        assert all(r.ok for r in results)
+        return sorted(done_at)[len(done_at) // 2]
+
+    # Held for the retryDelay from the first refusal on; taken as the requests' own, half were done by 0.25 s.
+    assert run_virtual(scenario) >= 2.0
+
+
 class _SendsItsOwnMaxTokens(FunctionBackend):
     default_max_tokens = 4000  # as the Anthropic backend sends for a request that sets none
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from llmgather.budget import Budget, to_units
-from llmgather.errors import ConnectError, RateLimitError, RequestError, RequestTimeout, ServerError
+from llmgather.errors import ConnectError, RateLimitError, RequestError, RequestTimeout, ServerError, names_a_quota
 from llmgather.limits.breaker import CircuitBreaker
 from llmgather.limits.pace import Cost
 from llmgather.limits.queue import Limiter, Ticket
@@ -134,7 +134,7 @@ class Gate:
             return
         rate_limited = isinstance(error, RateLimitError)
         if rate_limited:
-            limiter.on_rate_limited(error.retry_after, error.headers)
+            limiter.on_rate_limited(error.retry_after, error.headers, shared=names_a_quota(error.code))
         limiter.observe(error.headers, ok=False)
         limiter.settle(ticket, None, rate_limited=rate_limited)
         outage = error if isinstance(error, ServerError | ConnectError | RequestTimeout) else None

@@ -98,12 +98,14 @@ class Learner:
             self._first_answered.set()
         return heard
 
-    def refused(self, retry_after: float | None, headers: Mapping[str, str] | None = None) -> bool:
+    def refused(
+        self, retry_after: float | None, headers: Mapping[str, str] | None = None, *, shared: bool = False
+    ) -> bool:
         """A 429: hold every request until Retry-After passes; True if the rates stepped down too.
         Nothing of the kind when the 429 is the request's own (see the module's docstring)."""
         now = self._clock()
         self._refused_lately.add(now)
-        if self._own_refusal(now, headers or {}):
+        if not shared and self._own_refusal(now, headers or {}):
             return False
         self._answers.add(now, refused=True)
         previous, self._last_429 = self._last_429, now

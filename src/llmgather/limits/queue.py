@@ -227,10 +227,12 @@ class Limiter:
         if self._queue:
             self._wake()
 
-    def on_rate_limited(self, retry_after: float | None, headers: Mapping[str, str] | None = None) -> None:
+    def on_rate_limited(
+        self, retry_after: float | None, headers: Mapping[str, str] | None = None, *, shared: bool = False
+    ) -> None:
         """A 429: hold every request until Retry-After passes, and step the rates down (unless it is the
-        request's own: see `learning`)."""
-        if self._learner.refused(retry_after, headers):
+        request's own: see `learning`; `shared`: the provider named a quota, so it is not)."""
+        if self._learner.refused(retry_after, headers, shared=shared):
             self._apply_rates()
 
     def sending(self, ticket: Ticket) -> None:

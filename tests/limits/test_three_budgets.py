@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from test_engine_unit import collect, run_virtual
 
 from llmgather.backends.function import FunctionBackend
@@ -87,13 +88,16 @@ def test_the_input_budget_counts_what_the_usage_says() -> None:
     assert 5 <= run_virtual(scenario) <= 12
 
 
-def test_cache_reads_are_left_out_of_the_input_budget_where_the_provider_leaves_them_out() -> None:
-    # Each prompt counts 1,000 tokens, 900 of them read from the cache. Anthropic counts the other 100.
+@pytest.mark.parametrize("latency_s", [0.0, 2.0])
+def test_cache_reads_are_left_out_of_the_input_budget_where_the_provider_leaves_them_out(latency_s: float) -> None:
+    # Each prompt counts 1,000 tokens, 900 of them read from the cache. Anthropic counts the other 100. With
+    # answers that take longer than the one-second window, only an admission that reserves 100 gains anything.
     def run_with(cache_reads_count: bool) -> float:
         async def scenario() -> float:
             run, sent, _ = engine(
                 lambda r: Usage(1000, 5, cache_read_tokens=900),
-                limits=Limits(concurrency=50, input_tpm=600_000),
+                latency_s=latency_s,
+                limits=Limits(concurrency=200, input_tpm=600_000),
                 cache_reads_count=cache_reads_count,
             )
             await collect(run, asking(200, LONG))

@@ -96,7 +96,11 @@ class Gate:
             # No timer on the limiter's own wait: a timer per waiting request shifts the loop's wake-ups enough
             # to break the one-second window's millisecond pacing (1-5 429s a run where there was 1). The
             # caller fails a request admitted past its deadline before it is sent.
-            admission.ticket = limiter.admit_now(cost) or await limiter.admit(cost)
+            ticket = limiter.admit_now(cost)
+            if ticket is None:
+                reestimate = (lambda: self._estimate(request)) if limiter.counts_tokens else None
+                ticket = await limiter.admit(cost, reestimate)
+            admission.ticket, admission.cost = ticket, ticket.cost
         except BaseException:
             breaker.abandon(probe=admission.probe)
             if budget is not None:
@@ -123,9 +127,10 @@ class Gate:
         if response is not None:
             limiter.observe(response.headers, ok=True)
             self.breaker.record(outage=None, probe=admission.probe)
-            limiter.settle(ticket, self._counted(request, response, admission.cost))
+            counted = self._counted(request, response, admission.cost)
+            limiter.settle(ticket, counted)
             if response.usage is not None:
-                self.estimator.observe(request, response.usage)
+                self.estimator.observe(request, response.usage, counted.input)
             return
         if error is None:
             limiter.observe({}, ok=False)
@@ -141,9 +146,12 @@ class Gate:
         self.breaker.record(outage=outage, probe=admission.probe)
 
     def _estimate(self, request: Request) -> Cost:
-        """Its prompt as estimated, and its completion reserved at its budget (or the typical completion)."""
+        """Its prompt as the provider will count it, and its completion reserved at its budget (or the typical
+        completion). Estimated from what answers counted, so that cache reads a provider leaves out of its input
+        limit are left out before the request goes, not only once it is answered: a correction that comes after
+        the one-second window has moved on is too late for it."""
         estimator = self.estimator
-        return Cost(estimator.prompt_tokens(request), estimator.expected_completion(request))
+        return Cost(estimator.counted_prompt_tokens(request), estimator.expected_completion(request))
 
     def _counted(self, request: Request, response: Response, estimate: Cost) -> Cost:
         """The tokens the provider counts against its limits, from the answer's usage: the prompt (less cache

@@ -48,6 +48,7 @@ class Ticket:
 class _Waiter:
     cost: Cost
     admitted: asyncio.Future[Ticket]
+    reestimate: Callable[[], Cost] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,17 +142,19 @@ class Limiter:
         if self._learner.awaiting_first_answer:
             await self._learner.first_answer()
 
-    async def admit(self, cost: Cost) -> Ticket:
+    async def admit(self, cost: Cost, reestimate: Callable[[], Cost] | None = None) -> Ticket:
         """Wait until one request of about `cost` tokens may be sent. Waiters are admitted in arrival order.
 
         Call `known()` first and count `cost` after it: whether tokens are budgeted may be learned there.
-        Hand the ticket to `settle` once the attempt is over.
+        `reestimate` counts it again when it reaches the head of the queue: answers that came meanwhile may have
+        taught the estimate (at the start of a run, every waiter was counted before any answer had come).
+        Hand the ticket (its `cost` is what was taken) to `settle` once the attempt is over.
         """
         ticket = self.admit_now(cost)
         if ticket is not None:
             return ticket
         admitted: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        entry = _Waiter(cost, admitted)
+        entry = _Waiter(cost, admitted, reestimate)
         self._queue.append(entry)
         self._wake()
         try:
@@ -186,6 +189,8 @@ class Limiter:
             if head.admitted.done():
                 queue.popleft()
                 continue
+            if head.reestimate is not None:
+                head.cost = head.reestimate()
             if self._delay(head.cost) > 0.0:
                 return
             queue.popleft()

@@ -32,6 +32,7 @@ class TokenEstimator:
         "_completion_tokens_seen",
         "_completions_seen",
         "_count",
+        "_counted_fit",
         "_default_budget",
         "_prompt_fit",
     )
@@ -46,6 +47,7 @@ class TokenEstimator:
         self._completion_tokens_seen = 0
         self._completions_seen = 0
         self._prompt_fit = LineFit()
+        self._counted_fit = LineFit()
 
     def estimate(self, request: Request) -> int:
         return self.prompt_tokens(request) + self.expected_completion(request)
@@ -59,18 +61,28 @@ class TokenEstimator:
         return self.typical_completion() if budget is None else budget
 
     def prompt_tokens(self, request: Request) -> int:
+        """The prompt as billed: every input token, cached or not."""
         return self._prompt_fit.predict(self._raw_prompt_tokens(request))
+
+    def counted_prompt_tokens(self, request: Request) -> int:
+        """The prompt as the provider counts it against its input limit: less the cache reads where they are
+        not counted (Anthropic), which only answers can tell."""
+        return self._counted_fit.predict(self._raw_prompt_tokens(request))
 
     def typical_completion(self) -> int:
         if self._completions_seen == 0:
             return DEFAULT_COMPLETION_TOKENS
         return math.ceil(self._completion_tokens_seen / self._completions_seen)
 
-    def observe(self, request: Request, usage: Usage) -> None:
+    def observe(self, request: Request, usage: Usage, counted_prompt: int | None = None) -> None:
+        """An answer's usage; `counted_prompt`: the prompt tokens its provider counted against the input limit,
+        when that is not the whole prompt."""
         self._completion_tokens_seen += usage.completion_tokens
         self._completions_seen += 1
         if usage.prompt_tokens > 0:
-            self._prompt_fit.add(self._raw_prompt_tokens(request), usage.prompt_tokens)
+            raw = self._raw_prompt_tokens(request)
+            self._prompt_fit.add(raw, usage.prompt_tokens)
+            self._counted_fit.add(raw, usage.prompt_tokens if counted_prompt is None else counted_prompt)
 
     def _raw_prompt_tokens(self, request: Request) -> int:
         framing = TOKENS_PER_MESSAGE * len(request.messages)

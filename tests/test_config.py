@@ -10,6 +10,7 @@ from conftest import FakeServer, read_jsonl, run_cli, write_jsonl
 
 import llmgather
 from llmgather.config import ModelConfig, RunConfig
+from llmgather.errors import InputError
 
 
 @pytest.fixture
@@ -133,3 +134,10 @@ def test_a_config_is_frozen_and_built_the_same_from_keywords() -> None:
     assert config.models[0].limits.rpm == 600 and config.max_cost == 1
     with pytest.raises(AttributeError):
         config.max_cost = 2  # type: ignore[misc]
+
+
+def test_a_model_of_a_server_of_ones_own_needs_its_url() -> None:
+    # hosted_vllm/ names a server with no public endpoint: it used to go to api.openai.com.
+    with pytest.raises(InputError, match="--api-base"):
+        ModelConfig.build("hosted_vllm/llama-3.1-8b")
+    assert ModelConfig.build("hosted_vllm/llama-3.1-8b", api_base="http://127.0.0.1:8000/v1").api_base

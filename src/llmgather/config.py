@@ -140,7 +140,10 @@ def check_model_name(model: Any, api_base: str | None) -> str:
         raise InputError(f"a model name must be a non-empty string, got {json.dumps(model, default=repr)}")
     if not model.rsplit("/", 1)[-1].strip():
         raise InputError(f"model {model!r} names a provider but no model: give provider/name, e.g. openai/gpt-5-mini")
-    if api_base is not None or uses_native_backend(model, None):
+    native = native_provider(model, api_base)
+    if native is not None and native.api_base is None and api_base is None:
+        raise InputError(f"model {model}: {native.prefix}... names a server of your own: give its URL with --api-base")
+    if api_base is not None or native is not None:
         return model  # an endpoint of the user's own serves whatever names it likes
     provider = model.split("/", 1)[0]
     known = litellm_providers()

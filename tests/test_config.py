@@ -141,3 +141,12 @@ def test_a_model_of_a_server_of_ones_own_needs_its_url() -> None:
     with pytest.raises(InputError, match="--api-base"):
         ModelConfig.build("hosted_vllm/llama-3.1-8b")
     assert ModelConfig.build("hosted_vllm/llama-3.1-8b", api_base="http://127.0.0.1:8000/v1").api_base
+
+
+def test_provider_rules_reach_the_model_config() -> None:
+    # Anthropic requires max_tokens (its backend sends one, which Anthropic reserves against the output limit)
+    # and leaves cache reads out of its input limit; OpenAI does neither.
+    claude = ModelConfig.build("anthropic/claude-haiku-4-5", api_key="k")
+    assert (claude.default_max_tokens, claude.cache_reads_count) == (4096, False)
+    gpt = ModelConfig.build("openai/gpt-5-mini", api_key="k")
+    assert (gpt.default_max_tokens, gpt.cache_reads_count) == (None, True)

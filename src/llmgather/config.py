@@ -43,11 +43,27 @@ class Provider:
     key_env: str | None
     cache_reads_count: bool = True
     """Whether prompt-cache reads count against the input-token limit (Anthropic leaves them out)."""
+    default_max_tokens: int | None = None
+    """`max_tokens` sent for a request that sets none, where the provider requires one."""
+
+
+ANTHROPIC_MAX_TOKENS = 4096
+"""`max_tokens` for a request that gives none (Anthropic requires it). 4,096 is the largest value every Claude
+model accepts (Claude 3 Haiku's output ceiling), longer than nearly every answer; and Anthropic admits a request
+against its output-token limit at its `max_tokens`, so a larger default would hold back output capacity that
+typical answers never use."""
 
 
 PROVIDERS = (
     Provider("openai/", "openai", OPENAI_API_BASE, DEFAULT_KEY_ENV),
-    Provider("anthropic/", "anthropic", ANTHROPIC_API_BASE, "ANTHROPIC_API_KEY", cache_reads_count=False),
+    Provider(
+        "anthropic/",
+        "anthropic",
+        ANTHROPIC_API_BASE,
+        "ANTHROPIC_API_KEY",
+        cache_reads_count=False,
+        default_max_tokens=ANTHROPIC_MAX_TOKENS,
+    ),
     Provider("gemini/", "openai", GEMINI_API_BASE, "GEMINI_API_KEY"),
     Provider("hosted_vllm/", "openai", None, None),
 )
@@ -293,6 +309,12 @@ class ModelConfig:
         """Whether the provider counts prompt-cache reads against its input-token limit."""
         provider = native_provider(self.model, self.api_base)
         return provider is None or provider.cache_reads_count
+
+    @property
+    def default_max_tokens(self) -> int | None:
+        """The `max_tokens` its backend sends for a request that sets none (the provider reserves it)."""
+        provider = native_provider(self.model, self.api_base)
+        return None if provider is None else provider.default_max_tokens
 
     def missing_key(self) -> str | None:
         """Why no request could authenticate, found before any is sent; None when one may.

@@ -164,6 +164,7 @@ class Engine:
         budget: Budget | None = None,
         fallbacks: Sequence[Engine] = (),
         cache_reads_count: bool = True,
+        default_max_tokens: int | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -189,12 +190,9 @@ class Engine:
         self._cache = cache
         self._budget = budget
         self._fallbacks = tuple(fallbacks)
-        # A backend that sends a `max_tokens` of its own for requests that set none says so: the provider reserves
-        # it against an output-token limit, so admission must too.
-        default_budget = getattr(backend, "default_max_tokens", None)
-        self._estimator = TokenEstimator(
-            tiktoken_counter(self.model), default_budget=default_budget if isinstance(default_budget, int) else None
-        )
+        # `default_max_tokens`: what the backend sends for a request that sets none, which the provider reserves
+        # against an output-token limit; so admission does too.
+        self._estimator = TokenEstimator(tiktoken_counter(self.model), default_budget=default_max_tokens)
         self._gate = Gate(
             self.limits.concurrency,
             self._limiter,

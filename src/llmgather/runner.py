@@ -109,6 +109,7 @@ class Run:
             budget=self.budget,
             fallbacks=fallbacks,
             cache_reads_count=config.cache_reads_count,
+            default_max_tokens=config.default_max_tokens,
         )
 
     @property

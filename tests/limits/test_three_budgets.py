@@ -178,15 +178,11 @@ def test_a_429_that_names_a_quota_holds_everyone_for_its_retry_delay() -> None:
     assert run_virtual(scenario) >= 2.0
 
 
-class _SendsItsOwnMaxTokens(FunctionBackend):
-    default_max_tokens = 4000  # as the Anthropic backend sends for a request that sets none
-
-
 def test_output_is_reserved_at_the_max_tokens_the_backend_sends_for_a_request_that_sets_none() -> None:
     # 600,000 output tokens a minute is 10,000 a second. The provider reserves the 4,000 the backend sends, for
     # as long as each answer takes (0.5 s): at most two fit in flight. Reserved at the typical completion
     # instead, far more go, and the provider refuses them.
-    def most_in_flight(backend_type: type[FunctionBackend]) -> int:
+    def most_in_flight(default_max_tokens: int | None) -> int:
         async def scenario() -> int:
             loop = asyncio.get_running_loop()
             in_flight = [0, 0]
@@ -199,9 +195,10 @@ def test_output_is_reserved_at_the_max_tokens_the_backend_sends_for_a_request_th
                 return Response(content="ok", usage=Usage(5, 10))
 
             run = Engine(
-                backend_type(handler),
+                FunctionBackend(handler),
                 clock=loop.time,
                 limits=Limits(concurrency=40, output_tpm=600_000),
+                default_max_tokens=default_max_tokens,  # as the Anthropic backend sends for a request that sets none
                 retry=RetryPolicy(max_retries=5, deadline_s=None),
             )
             await collect(run, asking(40))
@@ -209,5 +206,5 @@ def test_output_is_reserved_at_the_max_tokens_the_backend_sends_for_a_request_th
 
         return run_virtual(scenario)
 
-    assert most_in_flight(_SendsItsOwnMaxTokens) <= 2
-    assert most_in_flight(FunctionBackend) > 4
+    assert most_in_flight(4000) <= 2
+    assert most_in_flight(None) > 4

@@ -12,7 +12,7 @@ import aiohttp
 
 from llmgather.backends.base import count, json_body, open_session, quote
 from llmgather.backends.redact import redact
-from llmgather.config import ANTHROPIC_API_BASE, provider_model_name
+from llmgather.config import ANTHROPIC_API_BASE, ANTHROPIC_MAX_TOKENS, provider_model_name
 from llmgather.errors import (
     ConnectError,
     FatalError,
@@ -26,11 +26,7 @@ from llmgather.retry import parse_retry_after
 from llmgather.types import Message, Request, Response, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 4096
-"""`max_tokens` for a request that gives none (Anthropic requires it). 4,096 is the largest value every Claude
-model accepts (Claude 3 Haiku's output ceiling), longer than nearly every answer; and Anthropic admits a request
-against its output-token limit at its `max_tokens`, so a larger default would hold back output capacity that
-typical answers never use."""
+DEFAULT_MAX_TOKENS = ANTHROPIC_MAX_TOKENS
 
 _PARAMS: dict[str, str | None] = {
     "max_tokens": None,  # both read by _max_tokens
@@ -79,10 +75,6 @@ _CODE_CHARS = 80
 
 
 class AnthropicBackend:
-    default_max_tokens = DEFAULT_MAX_TOKENS
-    """Sent for a request that sets none, and reserved by Anthropic against the output-token limit: the engine
-    reserves it too."""
-
     def __init__(
         self,
         model: str,

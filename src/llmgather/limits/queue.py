@@ -7,10 +7,10 @@ applies it.
 
 A fresh run ramps up: its budgets open at half their rate, holding nothing saved up, and reach the whole of
 it over its first half second, so that a run never opens with a burst of a whole second's limit in its first
-instant (Anthropic's "acceleration limits" refuse sharp increases of usage; a token bucket at the provider
-refuses a burst even when the minute's count allows it). The ramp costs an eighth of a second of the limit,
-under 1% of any run long enough for its limits to matter, and nothing of a run that its concurrency, not its
-limits, holds back.
+instant (a token bucket at the provider refuses such a burst even when the minute's count allows it). The ramp
+costs an eighth of a second of the limit, under 1% of any run long enough for its limits to matter. It is no
+answer to Anthropic's "acceleration limits", which refuse an organisation's usage rising sharply over longer
+spans than a run's first second: their 429s are met like any other (a shared cool-down, a step down).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/anthropic_path.py
 
 bench-memory: $(VENV)/.dev
 	$(BIN)/python bench/memory.py

@@ -75,6 +75,9 @@ class RequestError(Error):
         self.retry_after = retry_after
         # What the provider said about its limits, so that a 429 teaches the limiter too.
         self.headers: Mapping[str, str] = headers if headers is not None else {}
+        self.counted = False
+        """The provider had accepted the attempt (an error event after a 200 began) and counted it against its
+        limits, as an answer would have been."""
 
     @property
     def type_name(self) -> str:

@@ -11,7 +11,7 @@ from test_engine_unit import collect, run_virtual
 
 from llmgather.backends.function import FunctionBackend
 from llmgather.engine import Engine
-from llmgather.errors import RateLimitError
+from llmgather.errors import RateLimitError, ServerError
 from llmgather.limits import Limits
 from llmgather.retry import RetryPolicy
 from llmgather.types import Request, Response, Usage
@@ -208,3 +208,33 @@ def test_output_is_reserved_at_the_max_tokens_the_backend_sends_for_a_request_th
 
     assert most_in_flight(4000) <= 2
     assert most_in_flight(None) > 4
+
+
+def test_an_attempt_accepted_and_then_failed_mid_stream_is_counted_as_it_was_sent() -> None:
+    # Anthropic counts a request it accepted (a 200 began) though an error event cut its stream: given back to
+    # the pace, the retry would go at once, and the run would send at twice the limit.
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        sent: list[float] = []
+        failed_once: set[object] = set()
+
+        async def handler(request: Request) -> Response:
+            sent.append(loop.time())
+            if request.id not in failed_once:
+                failed_once.add(request.id)
+                error = ServerError("overloaded_error mid-stream", status=529)
+                error.counted = True
+                raise error
+            return Response(content="ok", usage=Usage(5, 5))
+
+        run = Engine(
+            FunctionBackend(handler),
+            clock=loop.time,
+            limits=Limits(concurrency=20, rpm=600),
+            retry=RetryPolicy(max_retries=3, base_s=0.0, max_wait_s=0.0, deadline_s=None),
+        )
+        results, _ = await collect(run, asking(50))
+        assert all(r.ok for r in results)
+        return sent[-1] - sent[0]
+
+    assert run_virtual(scenario) >= 9.0  # 100 attempts at 10 a second; refunded, the 50 retries went at once

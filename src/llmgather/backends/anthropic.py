@@ -324,6 +324,7 @@ class _Stream:
         code = redact(kind, self._secret, limit=_CODE_CHARS)
         status = _STATUS_OF_ERROR.get(kind, 500)
         found = error_for_status(status, message, code=code, headers=self._resp.headers)
-        if isinstance(found, TransientError | FatalError):
-            return found
-        return ServerError(message, status=status, code=code, headers=self._resp.headers)
+        if not isinstance(found, TransientError | FatalError):
+            found = ServerError(message, status=status, code=code, headers=self._resp.headers)
+        found.counted = True
+        return found

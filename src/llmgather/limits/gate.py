@@ -141,7 +141,8 @@ class Gate:
         if rate_limited:
             limiter.on_rate_limited(error.retry_after, error.headers, shared=names_a_quota(error.code))
         limiter.observe(error.headers, ok=False)
-        limiter.settle(ticket, None, rate_limited=rate_limited)
+        # Accepted and then failed (mid-stream), it was counted: as estimated, since no usage came.
+        limiter.settle(ticket, admission.cost if error.counted else None, rate_limited=rate_limited)
         outage = error if isinstance(error, ServerError | ConnectError | RequestTimeout) else None
         self.breaker.record(outage=outage, probe=admission.probe)
 

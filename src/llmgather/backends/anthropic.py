@@ -10,7 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from llmgather.backends.base import count, json_body, open_session, quote
+from llmgather.backends.base import count, quote
+from llmgather.backends.http import CODE_CHARS, HttpBackend
 from llmgather.backends.redact import redact
 from llmgather.config import ANTHROPIC_API_BASE, ANTHROPIC_MAX_TOKENS, provider_model_name
 from llmgather.errors import (
@@ -22,7 +23,6 @@ from llmgather.errors import (
     TransientError,
     error_for_status,
 )
-from llmgather.retry import parse_retry_after
 from llmgather.types import Message, Request, Response, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -71,10 +71,9 @@ _STATUS_OF_ERROR = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
-_CODE_CHARS = 80
 
 
-class AnthropicBackend:
+class AnthropicBackend(HttpBackend):
     def __init__(
         self,
         model: str,
@@ -83,50 +82,23 @@ class AnthropicBackend:
         api_key: str | None = None,
         max_connections: int = 100,
     ) -> None:
-        self.model = provider_model_name(model)
         # The host root, as Anthropic's SDK takes it; ".../v1" is what OpenAI users write, so it is accepted too.
-        self.endpoint = (api_base or ANTHROPIC_API_BASE).rstrip("/").removesuffix("/v1")
-        self._url = self.endpoint + "/v1/messages"
-        self._api_key = api_key
-        self._headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "llmgather",
-            "anthropic-version": ANTHROPIC_VERSION,
-        }
-        if api_key:
-            self._headers["x-api-key"] = api_key
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        endpoint = (api_base or ANTHROPIC_API_BASE).rstrip("/").removesuffix("/v1")
+        headers = {"anthropic-version": ANTHROPIC_VERSION, **({"x-api-key": api_key} if api_key else {})}
+        url = endpoint + "/v1/messages"
+        super().__init__(provider_model_name(model), endpoint, url, headers, api_key, max_connections)
 
-    async def send(self, request: Request) -> Response:
-        if self._session is None:
-            self._session = open_session(self._max_connections)
-        body = messages_body(self.model, request)
-        try:
-            sent_at = time.perf_counter()
-            async with self._session.post(self._url, data=json_body(body), headers=self._headers) as resp:
-                if resp.status != 200:
-                    raise self._error(resp.status, await resp.read(), resp.headers)
-                if body.get("stream"):
-                    return await _Stream(resp, sent_at, self._api_key).read()
-                return _parse_message(await resp.read(), resp.headers, self._api_key)
-        except aiohttp.ClientResponseError as exc:
-            raise error_for_status(exc.status, self._redact(exc.message)) from exc
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise ConnectError(f"{type(exc).__name__}: {self._redact(str(exc))}") from exc
+    def _body(self, request: Request) -> dict[str, Any]:
+        return messages_body(self.model, request)
 
-    def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> RequestError:
-        message, kind = _error_details(raw)
-        message, code = self._redact(message), (redact(kind, self._api_key, limit=_CODE_CHARS) if kind else None)
-        return error_for_status(status, message, code=code, retry_after=parse_retry_after(headers), headers=headers)
+    def _parse(self, raw: bytes, headers: Mapping[str, str]) -> Response:
+        return _parse_message(raw, headers, self._api_key)
 
-    def _redact(self, text: str) -> str:
-        return redact(text, self._api_key)
+    async def _read_stream(self, resp: aiohttp.ClientResponse, sent_at: float) -> Response:
+        return await _Stream(resp, sent_at, self._api_key).read()
 
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    def _error_details(self, raw: bytes) -> tuple[str, str | None, float | None]:
+        return (*_error_details(raw), None)
 
 
 # -- the request -------------------------------------------------------------------------------------
@@ -321,7 +293,7 @@ class _Stream:
         no request will pass (a billing error), which stops the run as it would before a 200."""
         kind = str(error.get("type") or "error")
         message = redact(f"{kind} mid-stream: {error.get('message') or 'no message'}", self._secret)
-        code = redact(kind, self._secret, limit=_CODE_CHARS)
+        code = redact(kind, self._secret, limit=CODE_CHARS)
         status = _STATUS_OF_ERROR.get(kind, 500)
         found = error_for_status(status, message, code=code, headers=self._resp.headers)
         if not isinstance(found, TransientError | FatalError):

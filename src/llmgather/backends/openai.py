@@ -10,18 +10,18 @@ from typing import Any
 
 import aiohttp
 
-from llmgather.backends.base import count, json_body, open_session, quote
+from llmgather.backends.base import count, quote
+from llmgather.backends.http import HttpBackend
 from llmgather.backends.redact import redact
 from llmgather.config import OPENAI_API_BASE, provider_model_name
-from llmgather.errors import ConnectError, RequestError, ServerError, error_for_status
-from llmgather.retry import parse_duration, parse_retry_after
+from llmgather.errors import ConnectError, ServerError
+from llmgather.retry import parse_duration
 from llmgather.types import Request, Response, Usage
 
-_CODE_CHARS = 80
 _GOOGLE_RPC = "type.googleapis.com/google.rpc."
 
 
-class OpenAIBackend:
+class OpenAIBackend(HttpBackend):
     def __init__(
         self,
         model: str,
@@ -30,48 +30,22 @@ class OpenAIBackend:
         api_key: str | None = None,
         max_connections: int = 100,
     ) -> None:
-        self.model = provider_model_name(model)
-        self.endpoint = (api_base or OPENAI_API_BASE).rstrip("/")
-        self._url = self.endpoint + "/chat/completions"
-        self._api_key = api_key
-        self._headers = {"Content-Type": "application/json", "User-Agent": "llmgather"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        endpoint = (api_base or OPENAI_API_BASE).rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        url = endpoint + "/chat/completions"
+        super().__init__(provider_model_name(model), endpoint, url, headers, api_key, max_connections)
 
-    async def send(self, request: Request) -> Response:
-        if self._session is None:
-            self._session = open_session(self._max_connections)
-        body = {"model": self.model, "messages": request.messages, **request.params}
-        try:
-            sent_at = time.perf_counter()
-            async with self._session.post(self._url, data=json_body(body), headers=self._headers) as resp:
-                if resp.status != 200:
-                    raise self._error(resp.status, await resp.read(), resp.headers)
-                if body.get("stream"):
-                    return await _read_stream(resp, sent_at, self._api_key)
-                return _parse_completion(await resp.read(), resp.headers, self._api_key)
-        except aiohttp.ClientResponseError as exc:
-            raise error_for_status(exc.status, self._redact(exc.message)) from exc
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise ConnectError(f"{type(exc).__name__}: {self._redact(str(exc))}") from exc
+    def _body(self, request: Request) -> dict[str, Any]:
+        return {"model": self.model, "messages": request.messages, **request.params}
 
-    def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> RequestError:
-        message, code, delay = _error_details(raw)
-        message, code = self._redact(message), (redact(code, self._api_key, limit=_CODE_CHARS) if code else None)
-        retry_after = parse_retry_after(headers)
-        if retry_after is None:
-            retry_after = delay
-        return error_for_status(status, message, code=code, retry_after=retry_after, headers=headers)
+    def _parse(self, raw: bytes, headers: Mapping[str, str]) -> Response:
+        return _parse_completion(raw, headers, self._api_key)
 
-    def _redact(self, text: str) -> str:
-        return redact(text, self._api_key)
+    async def _read_stream(self, resp: aiohttp.ClientResponse, sent_at: float) -> Response:
+        return await _read_stream(resp, sent_at, self._api_key)
 
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    def _error_details(self, raw: bytes) -> tuple[str, str | None, float | None]:
+        return _error_details(raw)
 
 
 def _error_details(raw: bytes) -> tuple[str, str | None, float | None]:

@@ -14,9 +14,8 @@ from llmgather.limits.adaptive import (
     DEEPEST_DECREASE,
     Aimd,
     AnswerShare,
-    ProviderLimits,
-    limits_from_headers,
 )
+from llmgather.limits.headers import Kind, announced
 from llmgather.limits.learning import INITIAL_WINDOW, LONE_HOLD_S
 
 OPENAI = {
@@ -27,13 +26,17 @@ OPENAI = {
 }
 
 
+def limits_of(headers: dict[str, str]) -> dict[Kind, float | None]:
+    return {kind: seen.limit for kind, seen in announced(headers, 0.0).items()}
+
+
 def test_limits_are_read_from_openai_and_anthropic_headers() -> None:
-    assert limits_from_headers(OPENAI) == ProviderLimits(6000.0, 400000.0)
+    assert limits_of(OPENAI) == {Kind.REQUESTS: 6000.0, Kind.TOKENS: 400000.0}
     anthropic = {"anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-input-tokens-limit": "40000"}
     # Anthropic's input-tokens limit is its own budget, not the combined one (it was read as `tpm`).
-    assert limits_from_headers(anthropic) == ProviderLimits(50.0, None, input_tpm=40000.0)
-    assert limits_from_headers({"content-type": "application/json"}) is None
-    assert limits_from_headers({"x-ratelimit-limit-requests": "lots"}) is None
+    assert limits_of(anthropic) == {Kind.REQUESTS: 50.0, Kind.INPUT: 40000.0}
+    assert limits_of({"content-type": "application/json"}) == {}
+    assert not any(limits_of({"x-ratelimit-limit-requests": "lots"}).values())
 
 
 def test_the_user_limit_is_a_ceiling_learning_never_exceeds() -> None:

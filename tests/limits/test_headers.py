@@ -9,7 +9,6 @@ import pytest
 from test_bucket import FakeClock
 
 from llmgather.limits import Cost, Limiter
-from llmgather.limits.adaptive import ProviderLimits, limits_from_headers
 from llmgather.limits.headers import Announced, Kind, announced, has_limit_headers
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC).timestamp()
@@ -68,7 +67,6 @@ def test_anthropic_headers_feed_each_their_own_budget_and_resets_are_rfc3339() -
     assert requests.reset_s == pytest.approx(0.015, abs=1e-5)
     assert found[Kind.INPUT] == Announced(400000.0, 399000.0, 1.0)
     assert found[Kind.OUTPUT] == Announced(80000.0, 79500.0, 7.0)
-    assert limits_from_headers(ANTHROPIC) == ProviderLimits(4000.0, None, input_tpm=400000.0, output_tpm=80000.0)
 
 
 def test_anthropic_tokens_alone_is_the_combined_budget() -> None:

@@ -5,11 +5,6 @@ Pure: no clock of its own and no I/O. The limiter feeds it what happened and pac
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-
-from llmgather.limits.headers import Kind, announced
-
 # On a 429 the rate steps down to this share of itself. Under a known ceiling a 429 is most likely
 # jitter or another client on the same key, so the step is small; with nothing known it is larger.
 DECREASE_UNDER_CEILING = 0.9
@@ -31,27 +26,6 @@ SHARED_RECOVERY_PER_S = 0.01
 SHARED_RECOVERY_DOUBLING_S = 2.0
 # Never pace slower than this many requests a minute, whatever the 429s say.
 FLOOR_PER_MINUTE = 6.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderLimits:
-    """Per minute, as a provider's headers announce them: requests, tokens in and out together (OpenAI), and
-    tokens in and out apart (Anthropic)."""
-
-    rpm: float | None
-    tpm: float | None
-    input_tpm: float | None = None
-    output_tpm: float | None = None
-
-
-def limits_from_headers(headers: Mapping[str, str]) -> ProviderLimits | None:
-    """The per-minute limits a provider announced, or None when its answer said nothing of them."""
-    found = {kind: seen.limit for kind, seen in announced(headers, 0.0).items() if seen.limit is not None}
-    if not found:
-        return None
-    return ProviderLimits(
-        found.get(Kind.REQUESTS), found.get(Kind.TOKENS), found.get(Kind.INPUT), found.get(Kind.OUTPUT)
-    )
 
 
 class Aimd:

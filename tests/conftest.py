@@ -170,3 +170,14 @@ def release(process: subprocess.Popen[str]) -> None:
     """Let a `locker` process go."""
     if process.poll() is None:
         process.communicate(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The headless browser the report tests look at pages with; they are skipped without one."""
+    from browser import MISSING, find_chromium
+
+    found = find_chromium()
+    if found is None:
+        pytest.skip(MISSING)
+    return found

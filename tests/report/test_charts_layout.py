@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import MISSING, find_chromium, open_page
+from browser import open_page
 from conftest import run_cli, write_jsonl
 from PIL import Image
 
@@ -119,14 +119,6 @@ def test_one_colour_per_model_in_every_chart_and_a_legend_of_what_each_draws(tmp
     assert legend_of(section(calm, "timeline-chart")) == ["openai/a", "openai/b", "openai/c"]  # nothing marked
     before_charts = calm.split("<h2>", 1)[0]
     assert legend_of(before_charts) == []  # no page-wide legend of keys that a chart may not draw
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    found = find_chromium()
-    if found is None:
-        pytest.skip(MISSING)
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from browser import MISSING, find_chromium, open_page
+from browser import open_page
 from conftest import FakeServer, read_jsonl, run_cli, start_fake_server
 from PIL import Image
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    found = find_chromium()
-    if found is None:
-        pytest.skip(MISSING)
-    return found
 
 
 @pytest.fixture(scope="module")

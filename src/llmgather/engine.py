@@ -49,7 +49,8 @@ from llmgather.errors import (
 )
 from llmgather.limits import Limiter, LimiterStats, Limits, TokenEstimator
 from llmgather.limits.breaker import CircuitBreaker
-from llmgather.limits.gate import BudgetSpent, CostFn, DeadlinePassed, Gate
+from llmgather.limits.gate import BudgetSpent, CostFn, Gate
+from llmgather.limits.queue import DeadlinePassed, TooLarge
 from llmgather.limits.tokens import tiktoken_counter
 from llmgather.retry import RetryPolicy
 from llmgather.stats import LatencyHistogram
@@ -377,6 +378,8 @@ class Engine:
             except DeadlinePassed:
                 late = self._too_late(error, failed_attempts)
                 return self._failure(request, late, failed_attempts, latency_s, refused)
+            except TooLarge as exc:
+                return self._failure(request, PermanentError(str(exc)), failed_attempts, latency_s, refused)
             except _FailedAttempt as failed:
                 error, latency_s = failed.error, failed.latency_s
                 failed_attempts += 1

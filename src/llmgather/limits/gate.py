@@ -20,17 +20,13 @@ from llmgather.budget import Budget, to_units
 from llmgather.errors import ConnectError, RateLimitError, RequestError, RequestTimeout, ServerError, names_a_quota
 from llmgather.limits.breaker import CircuitBreaker
 from llmgather.limits.pace import Cost
-from llmgather.limits.queue import Limiter, Ticket
+from llmgather.limits.queue import DeadlinePassed, Limiter, Ticket, TooLarge
 from llmgather.limits.tokens import TokenEstimator
 from llmgather.types import Request, Response, Usage
 
 T = TypeVar("T")
 NO_TOKENS = Cost()
 CostFn = Callable[[Usage], float | None]
-
-
-class DeadlinePassed(Exception):
-    """The request's deadline passed, or would have, before it could be admitted."""
 
 
 class BudgetSpent(Exception):
@@ -76,10 +72,11 @@ class Gate:
 
     async def enter(self, request: Request, deadline: float) -> Admission:
         """Take a slot, then wait for the breaker, the budget and the limiter, each no later than `deadline`.
-        Raises `DeadlinePassed` or `BudgetSpent`; what was taken is given back if this fails or is cancelled.
+        Raises `DeadlinePassed`, `BudgetSpent` or `TooLarge` (no limit would ever admit it); what was taken is
+        given back if this fails or is cancelled.
 
-        The waits for a slot and for the limiter have no timer: those holding the slots are bounded by their
-        own deadlines, the limiter by its pace, and the caller checks the deadline again before sending."""
+        The wait for a slot has no timer: those holding the slots are bounded by their own deadlines, and the
+        caller checks the deadline again before sending."""
         await self._slots.acquire()
         limiter, breaker, budget = self.limiter, self.breaker, self.budget
         admission = Admission()
@@ -93,13 +90,16 @@ class Gate:
             if limiter.awaiting_first_answer:
                 await self._before(deadline, limiter.known())
             admission.cost = cost = self._estimate(request) if limiter.counts_tokens else NO_TOKENS
-            # No timer on the limiter's own wait: a timer per waiting request shifts the loop's wake-ups enough
-            # to break the one-second window's millisecond pacing (1-5 429s a run where there was 1). The
-            # caller fails a request admitted past its deadline before it is sent.
+            # No timer per request on the limiter's own wait: a timer per waiting request shifts the loop's
+            # wake-ups enough to break the one-second window's millisecond pacing (1-5 429s a run where there
+            # was 1). The limiter's one waker fails waiters whose deadline passes.
+            too_large = limiter.too_large(cost)
+            if too_large is not None:
+                raise TooLarge(too_large)
             ticket = limiter.admit_now(cost)
             if ticket is None:
                 reestimate = (lambda: self._estimate(request)) if limiter.counts_tokens else None
-                ticket = await limiter.admit(cost, reestimate)
+                ticket = await limiter.admit(cost, reestimate, deadline)
             admission.ticket, admission.cost = ticket, ticket.cost
         except BaseException:
             breaker.abandon(probe=admission.probe)

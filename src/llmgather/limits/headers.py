@@ -28,6 +28,10 @@ class Kind(enum.IntEnum):
     INPUT = 2
     OUTPUT = 3
 
+    @property
+    def label(self) -> str:
+        return ("requests", "input and output", "input", "output")[self]
+
 
 @dataclass(frozen=True, slots=True)
 class Announced:

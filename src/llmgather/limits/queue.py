@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import math
 import time
 from collections import deque
@@ -28,7 +29,18 @@ from llmgather.limits.learning import Learner
 from llmgather.limits.pace import ARRIVAL_SLACK_S, BURST_S, HEADROOM, Booking, Cost, Pace
 from llmgather.limits.window import SlidingWindow
 
-__all__ = ["ARRIVAL_SLACK_S", "BURST_S", "HEADROOM", "Cost", "Limiter", "LimiterStats", "Limits", "Ticket"]
+__all__ = [
+    "ARRIVAL_SLACK_S",
+    "BURST_S",
+    "HEADROOM",
+    "Cost",
+    "DeadlinePassed",
+    "Limiter",
+    "LimiterStats",
+    "Limits",
+    "Ticket",
+    "TooLarge",
+]
 
 # The ramp of a fresh run: the share of the rate it opens at, and how long it takes to reach the whole rate.
 RAMP_START = 0.5
@@ -49,6 +61,15 @@ class _Waiter:
     cost: Cost
     admitted: asyncio.Future[Ticket]
     reestimate: Callable[[], Cost] | None = None
+    deadline: float = math.inf
+
+
+class DeadlinePassed(Exception):
+    """The request's deadline passed, or would have, before it could be admitted."""
+
+
+class TooLarge(Exception):
+    """The request alone is more than a whole minute of a limit allows: no pace would ever let it through."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +139,9 @@ class Limiter:
         """When the ramp next moves the rates (never once it is over, or before the first request)."""
         self._apply_rates()
         self._queue: deque[_Waiter] = deque()
+        self._deadlines: list[tuple[float, int, _Waiter]] = []
+        """A heap of the waiters' deadlines: the one waker also fails those whose deadline passes."""
+        self._waiters_seen = 0
         self._waker: asyncio.Task[None] | None = None
 
     @property
@@ -142,25 +166,43 @@ class Limiter:
         if self._learner.awaiting_first_answer:
             await self._learner.first_answer()
 
-    async def admit(self, cost: Cost, reestimate: Callable[[], Cost] | None = None) -> Ticket:
+    def too_large(self, cost: Cost) -> str | None:
+        """Why no pace would ever admit this request (it alone exceeds a whole minute of a limit), or None."""
+        for pace in self._active:
+            ceiling = pace.rate.ceiling
+            if pace.kind is not Kind.REQUESTS and ceiling is not None and cost.of(pace.kind) > ceiling:
+                return (
+                    f"it needs {cost.of(pace.kind):,} {pace.kind.label} tokens, more than the {ceiling:,.0f} a minute"
+                    " the limit allows: it can never be admitted (lower its max_tokens, or shorten it)"
+                )
+        return None
+
+    async def admit(
+        self, cost: Cost, reestimate: Callable[[], Cost] | None = None, deadline: float = math.inf
+    ) -> Ticket:
         """Wait until one request of about `cost` tokens may be sent. Waiters are admitted in arrival order.
 
         Call `known()` first and count `cost` after it: whether tokens are budgeted may be learned there.
         `reestimate` counts it again when it reaches the head of the queue: answers that came meanwhile may have
         taught the estimate (at the start of a run, every waiter was counted before any answer had come).
+        Raises `DeadlinePassed` once `deadline` (on this limiter's clock) passes while it waits: a cool-down of
+        hours, or a pace too slow for it, never holds a request past its deadline.
         Hand the ticket (its `cost` is what was taken) to `settle` once the attempt is over.
         """
         ticket = self.admit_now(cost)
         if ticket is not None:
             return ticket
         admitted: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        entry = _Waiter(cost, admitted, reestimate)
+        entry = _Waiter(cost, admitted, reestimate, deadline)
         self._queue.append(entry)
+        if deadline < math.inf:
+            self._waiters_seen += 1
+            heapq.heappush(self._deadlines, (deadline, self._waiters_seen, entry))
         self._wake()
         try:
             return await admitted
         except BaseException:
-            if admitted.done() and not admitted.cancelled():
+            if admitted.done() and not admitted.cancelled() and admitted.exception() is None:
                 self.settle(admitted.result(), None)  # admitted and cancelled at once: it was never sent
             self._forget(entry)
             raise
@@ -211,8 +253,20 @@ class Limiter:
             delay = self._delay(self._queue[0].cost)
             if self._ramp_next < math.inf:
                 delay = min(delay, RAMP_STEP_S)  # the rate grows while it sleeps: look again soon
+            if self._deadlines:
+                delay = min(delay, max(0.0, self._deadlines[0][0] - self._clock()))
             await self._sleep(delay)
+            self._fail_overdue()
             self._admit_ready()
+
+    def _fail_overdue(self) -> None:
+        deadlines, now = self._deadlines, self._clock()
+        while deadlines and deadlines[0][0] <= now:
+            waiter = heapq.heappop(deadlines)[2]
+            if not waiter.admitted.done():
+                waiter.admitted.set_exception(DeadlinePassed())
+        if not self._queue:
+            deadlines.clear()
 
     def _forget(self, entry: _Waiter) -> None:
         with contextlib.suppress(ValueError):

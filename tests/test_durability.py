@@ -399,3 +399,19 @@ def test_resume_needs_an_output_file(server: FakeServer, tmp_path: Path, flag: s
     source = write_jsonl(tmp_path / "in.jsonl", prompts(1))
     done = run_cli("run", str(source), "-m", "openai/fake", "--api-base", server.url, flag)
     assert done.returncode == 2 and "-o" in done.stderr
+
+
+def test_a_budget_stops_streamed_answers_that_report_no_usage(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    # A stream without stream_options.include_usage says nothing of its tokens, though it was paid for: the
+    # budget is charged its estimate. Before, all 200 were sent and the summary said 0 tokens.
+    server = fake_server()
+    records = [{**record, "stream": True} for record in prompts(200, "streamed")]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    done = run_cli(
+        *("run", str(source), "-o", str(tmp_path / "out.jsonl"), "-m", "openai/gpt-4o-mini"),
+        *("--api-base", server.url, "--max-cost", "0.0001", "--concurrency", "4"),
+    )
+    assert done.returncode == 3 and "budget of $0.0001" in done.stderr
+    assert server.stats()["requests"] < 50

@@ -506,10 +506,11 @@ class Engine:
                 cost = self._cost(usage)
                 if cost is not None:
                     tally.cost_usd += cost
-                    if self._budget is not None:
-                        self._budget.charge(cost)
-                        if self._budget.exhausted() is not None:
-                            self.stop(StopReason.BUDGET)
+                    self._charge(cost)
+        elif self._cost is not None:
+            # An answer that says nothing of its usage (a stream without include_usage) was paid for all the
+            # same: the budget is charged what it was estimated to cost, or a budget would never stop a run.
+            self._charge(self._cost(self._estimator.expected_usage(request)) or 0.0)
         return Result(
             id=request.id,
             model=self.model,
@@ -525,6 +526,12 @@ class Engine:
             digest=request.digest(),
             ttft_s=response.ttft_s,
         )
+
+    def _charge(self, cost: float) -> None:
+        if self._budget is not None:
+            self._budget.charge(cost)
+            if self._budget.exhausted() is not None:
+                self.stop(StopReason.BUDGET)
 
     def _failure(
         self, request: Request, error: RequestError, attempts: int, latency_s: float, rate_limited: int

@@ -192,9 +192,7 @@ class Gate:
     def _estimated_cost(self, request: Request) -> float:
         if self._cost is None:
             return 0.0
-        estimator = self.estimator
-        expected = Usage(estimator.prompt_tokens(request), estimator.expected_completion(request))
-        return self._cost(expected) or 0.0
+        return self._cost(self.estimator.expected_usage(request)) or 0.0
 
     def _prompt_cost(self, request: Request) -> float:
         """The part of the cost that is sure: the prompt is paid for whatever the answer."""

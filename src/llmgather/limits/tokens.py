@@ -69,6 +69,10 @@ class TokenEstimator:
         not counted (Anthropic), which only answers can tell."""
         return self._counted_fit.predict(self._raw_prompt_tokens(request))
 
+    def expected_usage(self, request: Request) -> Usage:
+        """What an answer to it is expected to use: its prompt, and its completion budget or the typical one."""
+        return Usage(self.prompt_tokens(request), self.expected_completion(request))
+
     def typical_completion(self) -> int:
         if self._completions_seen == 0:
             return DEFAULT_COMPLETION_TOKENS

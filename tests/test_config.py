@@ -150,3 +150,19 @@ def test_provider_rules_reach_the_model_config() -> None:
     assert (claude.default_max_tokens, claude.cache_reads_count) == (4096, False)
     gpt = ModelConfig.build("openai/gpt-5-mini", api_key="k")
     assert (gpt.default_max_tokens, gpt.cache_reads_count) == (None, True)
+
+
+@pytest.mark.parametrize(
+    ("api_base", "why"),
+    [
+        ("http://u:SECRETKEY123@127.0.0.1:8000/v1", "carries credentials"),
+        ("http://127.0.0.1:8000/v1?key=SECRETKEY123", "query or fragment"),
+    ],
+)
+def test_an_api_base_with_credentials_or_a_query_is_refused_and_the_secret_never_quoted(
+    api_base: str, why: str
+) -> None:
+    # They were printed with the endpoint in the summary and the resume command.
+    with pytest.raises(InputError, match=why) as refused:
+        ModelConfig.build("openai/x", api_base=api_base)
+    assert "SECRETKEY123" not in str(refused.value)

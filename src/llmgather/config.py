@@ -148,6 +148,13 @@ def check_api_base(api_base: Any) -> str | None:
         raise InputError(
             f"api_base {api_base!r} is not an http(s):// URL: give the endpoint whole, e.g. http://localhost:8000/v1"
         )
+    if parts.username is not None or parts.password is not None:
+        # Not quoted: the credentials would be printed with it, and the endpoint is printed in every summary.
+        raise InputError(
+            "api_base carries credentials (user:password@host): give the key with --api-key-env (api_key_env=)"
+        )
+    if parts.query or parts.fragment:
+        raise InputError("api_base has a query or fragment (?... or #...): give the endpoint alone, a path at most")
     return api_base.strip()
 
 

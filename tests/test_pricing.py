@@ -125,3 +125,13 @@ def test_the_cli_and_a_models_file_take_cache_rates(tmp_path: Path) -> None:
     models.write_text('[[model]]\nname = "openai/b"\nprice = [1, 2, 0.1, -1.25]\n')
     bad_file = run_cli(*base, "--models", str(models))
     assert bad_file.returncode == 2 and "cache-write price of openai/b" in bad_file.stderr, bad_file.stderr
+
+
+def test_a_price_given_for_an_anthropic_model_without_cache_rates_gets_anthropics() -> None:
+    # --price anthropic/m=1,2 billed cache reads at the whole input rate: seven times too much.
+    prices = ModelConfig.build("anthropic/m", api_key="k", prices={"anthropic/m": [1.0, 2.0]}).price()
+    assert prices is not None
+    usage = Usage(prompt_tokens=1_000_000, cache_read_tokens=900_000, cache_write_tokens=100_000)
+    assert prices.cost_usd(usage) == pytest.approx(0.9 * 0.1 + 0.1 * 1.25)
+    openai = ModelConfig.build("openai/m", api_key="k", prices={"openai/m": [1.0, 2.0]}).price()
+    assert openai is not None and openai.cost_usd(usage) == pytest.approx(1.0)  # no rule known: the input rate

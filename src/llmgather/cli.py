@@ -150,7 +150,7 @@ def main() -> None:
     multiple=True,
     metavar="MODEL=IN,OUT[,CACHE_READ[,CACHE_WRITE]]",
     help="USD per million input, output and (optionally) cache-read and cache-write tokens for MODEL (repeatable);"
-    " a cache rate left out is the input rate; wins over the price tables.",
+    " a cache rate left out is the input rate (Anthropic's: 0.1x and 1.25x it); wins over the price tables.",
 )
 @click.option(
     "--dry-run",

@@ -9,7 +9,7 @@ every run 50 ms.
 
 Cached input is billed apart: OpenAI and Gemini bill tokens read from the prompt cache at a fraction of the
 input rate, Anthropic bills reads at 0.1x and writes (five-minute cache) at 1.25x. A model without a cache rate
-has its cached tokens priced at its input rate.
+has its cached tokens priced at its input rate, but for Anthropic's, whose multipliers are the same for all.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def price_of(
     name = model.rsplit("/", 1)[-1]
     for key in (model, name):
         if overrides and key in overrides:
-            return overrides[key]
+            given = overrides[key]
+            return _anthropic_cache_rates(given) if model.startswith("anthropic/") else given
     for key in (model, name) if provider_endpoint else ():
         known = _litellm_prices().get(key)
         if known is not None:
@@ -101,6 +102,17 @@ def price_of(
         return PRICES_PER_MTOK[name]
     family = max((known for known in PRICES_PER_MTOK if name.startswith(known + "-")), key=len, default=None)
     return PRICES_PER_MTOK[family] if family is not None else None
+
+
+ANTHROPIC_CACHE_READ, ANTHROPIC_CACHE_WRITE = 0.1, 1.25
+"""Anthropic bills every model's cache reads and (five-minute) cache writes at these shares of its input rate."""
+
+
+def _anthropic_cache_rates(prices: Prices) -> Prices:
+    """A price given for an Anthropic model with its cache rates left out gets Anthropic's, not the input rate."""
+    read = prices.input * ANTHROPIC_CACHE_READ if prices.cache_read is None else prices.cache_read
+    write = prices.input * ANTHROPIC_CACHE_WRITE if prices.cache_write is None else prices.cache_write
+    return Prices(prices.input, prices.output, read, write)
 
 
 @functools.cache

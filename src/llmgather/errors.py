@@ -154,7 +154,7 @@ def error_for_status(
     `quotaId` of a Gemini quota violation)."""
     kind = _kind(status, message, code)
     should_retry = headers.get("x-should-retry") if headers is not None else None
-    if should_retry == "true" and not issubclass(kind, TransientError):
+    if should_retry == "true" and not issubclass(kind, TransientError | FatalError):
         kind = RateLimitError if status == 429 else ServerError
     elif should_retry == "false" and issubclass(kind, TransientError):
         kind = PermanentError

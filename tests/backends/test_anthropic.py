@@ -124,6 +124,29 @@ def test_parameters_are_renamed_passed_or_dropped() -> None:
     assert body_of([user("q")], max_tokens=5)["max_tokens"] == 5
 
 
+def test_a_top_level_system_parameter_joins_the_system_messages() -> None:
+    # It used to replace them: "Be terse." was lost.
+    body = body_of([{"role": "system", "content": "Be terse."}, user("q")], system="You are a judge.")
+    assert body["system"] == "You are a judge.\nBe terse."
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]}],
+        [{"role": "tool", "tool_call_id": "c1", "content": "42"}],
+    ],
+)
+def test_openai_tool_messages_are_refused_for_that_request_not_sent_mangled(messages: list[dict[str, Any]]) -> None:
+    with pytest.raises(PermanentError, match="tool_use and tool_result"):
+        body_of(messages)
+
+
+def test_more_than_one_answer_a_request_is_refused_not_dropped() -> None:
+    with pytest.raises(PermanentError, match="n=3"):
+        body_of([user("q")], n=3)
+
+
 @pytest.mark.parametrize("base", ["http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/"])
 def test_the_api_base_is_the_host_root_or_ends_in_v1(base: str) -> None:
     backend = AnthropicBackend("anthropic/claude-x", api_base=base)
@@ -290,7 +313,14 @@ def test_an_error_event_after_the_200_is_a_transient_failure_of_the_attempt() ->
     assert raised.value.status == 529 and "overloaded_error" in raised.value.message
 
 
-@pytest.mark.parametrize(("kind", "expected"), [("billing_error", QuotaExceededError), ("timeout_error", ServerError)])
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("billing_error", QuotaExceededError),
+        ("timeout_error", ServerError),
+        ("invalid_request_error", PermanentError),  # was retried as a server error
+    ],
+)
 def test_an_error_event_mid_stream_is_classified_by_its_type(kind: str, expected: type[RequestError]) -> None:
     event = {"type": "error", "error": {"type": kind, "message": "no"}}
     with pytest.raises(RequestError) as raised:

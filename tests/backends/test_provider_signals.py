@@ -50,6 +50,7 @@ SHOULD_RETRY = [
     (503, None, ServerError),
     (400, None, PermanentError),
     (401, "false", AuthenticationError),  # already not retried: stays what stops the run
+    (401, "true", AuthenticationError),  # a refused key stops the run, whatever a header suggests
     (400, "maybe", PermanentError),  # neither true nor false: the status decides, as OpenAI's SDK does
 ]
 

@@ -16,11 +16,9 @@ from llmgather.backends.redact import redact
 from llmgather.config import ANTHROPIC_API_BASE, ANTHROPIC_MAX_TOKENS, provider_model_name
 from llmgather.errors import (
     ConnectError,
-    FatalError,
     PermanentError,
     RequestError,
     ServerError,
-    TransientError,
     error_for_status,
 )
 from llmgather.types import Message, Request, Response, Usage
@@ -44,6 +42,7 @@ _PARAMS: dict[str, str | None] = {
     "frequency_penalty": None,
     "parallel_tool_calls": None,
     "prompt_cache_key": None,  # Anthropic caches what cache_control marks
+    "system": None,  # lifted with the system messages
     "timeout": None,
     "request_timeout": None,
 }
@@ -105,9 +104,15 @@ class AnthropicBackend(HttpBackend):
 
 
 def messages_body(model: str, request: Request) -> dict[str, Any]:
-    """The Messages API body for one of our requests (OpenAI-style messages and parameters)."""
-    system, messages = _translate(request.messages)
+    """The Messages API body for one of our requests (OpenAI-style messages and parameters). What has no
+    faithful translation is refused for that request (PermanentError), never dropped in silence."""
     params = request.params
+    if isinstance(params.get("n"), int) and params["n"] > 1:
+        raise PermanentError(f"Anthropic answers once a request: n={params['n']} has no translation")
+    given = params.get("system")
+    system, messages = _translate(
+        [{"role": "system", "content": given}, *request.messages] if given else request.messages
+    )
     body: dict[str, Any] = {"model": model, "max_tokens": _max_tokens(params), "messages": messages}
     if system is not None:
         body["system"] = system
@@ -137,6 +142,11 @@ def _translate(messages: list[Message]) -> tuple[str | list[dict[str, Any]] | No
     for message in messages:
         role = message.get("role")
         content = message.get("content")
+        if role in ("tool", "function") or message.get("tool_calls") or message.get("function_call"):
+            raise PermanentError(
+                "OpenAI-style tool calls and tool results are not translated for Anthropic:"
+                " give them as Anthropic's tool_use and tool_result content blocks"
+            )
         if role in ("system", "developer"):
             system.extend(_blocks(content, message.get("cache_control")))
         elif isinstance(content, str) and "cache_control" not in message:
@@ -289,14 +299,13 @@ class _Stream:
         return False
 
     def _error(self, error: dict[str, Any]) -> RequestError:
-        """An error after the 200 began (overloaded_error, say): this attempt failed, another may not; unless it says
-        no request will pass (a billing error), which stops the run as it would before a 200."""
+        """An error after the 200 began: classified by its type as it would be before a 200 (overloaded_error is
+        transient, so the attempt is retried; a billing error stops the run; invalid_request_error fails the
+        request)."""
         kind = str(error.get("type") or "error")
         message = redact(f"{kind} mid-stream: {error.get('message') or 'no message'}", self._secret)
         code = redact(kind, self._secret, limit=CODE_CHARS)
         status = _STATUS_OF_ERROR.get(kind, 500)
         found = error_for_status(status, message, code=code, headers=self._resp.headers)
-        if not isinstance(found, TransientError | FatalError):
-            found = ServerError(message, status=status, code=code, headers=self._resp.headers)
         found.counted = True
         return found

@@ -254,3 +254,14 @@ def test_a_result_line_whose_id_is_not_a_string_or_a_number_is_named(tmp_path: P
         done = run_cli(*command)
         assert done.returncode == 2 and f"{out}:2" in done.stderr and "id" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_line_with_a_field_of_the_wrong_kind_is_one_error_naming_it(tmp_path: Path) -> None:
+    # A hand-edited cost ("free") was an internal error, exit 1.
+    good = {"id": 1, "model": "m", "content": "x", "latency_s": 0.1, "attempts": 1, "cost_usd": 0.1, "error": None}
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": 2, "cost_usd": "free"}) + "\n")
+    for command in (("compare", str(out)), ("report", str(out), "-o", str(tmp_path / "r.html"))):
+        done = run_cli(*command)
+        assert done.returncode == 2
+        assert f"{out}:2: not a result line" in done.stderr and "Traceback" not in done.stderr

@@ -107,7 +107,10 @@ def compare(
         if summary is None:
             summary = summaries[model] = ModelSummary(model, timeline=Timeline() if timelines else None)
         content = record.get("content") if record.get("error") is None else None
-        _count(summary, record)
+        try:
+            _count(summary, record)
+        except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong kind: not our output
+            raise InputError(f"not a result line as llmgather writes it ({exc})", source=f"{path}:{number}") from None
         if answers:
             by_prompt.setdefault(record["id"], {})[model] = content
         mark = _mark(record, content, expected, scorer, f"{path}:{number}")

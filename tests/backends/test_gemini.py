@@ -87,6 +87,12 @@ def test_an_error_body_sent_as_a_json_array_is_read() -> None:
     assert error.code == "INVALID_ARGUMENT"  # Google's name for it, not its `code`, which repeats the status
 
 
+def test_a_message_of_several_lines_is_one_line() -> None:
+    message = "You exceeded your current quota.\n* Quota exceeded for metric: generate_content_free_tier_requests"
+    body = [{"error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"}}]
+    assert error_of(429, body).message == message.replace("\n", " ")
+
+
 def test_a_bad_key_stops_the_run_and_is_never_quoted() -> None:
     details = [
         {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"},

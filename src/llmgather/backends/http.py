@@ -53,6 +53,7 @@ class HttpBackend:
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> RequestError:
         message, code, delay = self._error_details(raw)
+        message = " ".join(message.split())  # one line, as every error llmgather prints (Google's run to several)
         message, code = self._redact(message), (redact(code, self._api_key, limit=CODE_CHARS) if code else None)
         retry_after = parse_retry_after(headers)
         if retry_after is None:

@@ -71,3 +71,24 @@ def test_a_request_larger_than_a_whole_minute_of_a_limit_fails_at_once_and_is_ne
     messages, sent = run_virtual(scenario)
     assert sent == 0
     assert all("4,096 output tokens, more than the 1,000 a minute" in message for message in messages)
+
+
+def test_deadlines_of_waiters_let_in_are_not_kept() -> None:
+    # A rate-bound run's queue never empties; the deadlines of those already admitted must not pile up.
+    from test_bucket import FakeClock
+
+    from llmgather.limits import Cost, Limiter
+
+    clock = FakeClock()
+    limiter = Limiter(rpm=6_000, clock=clock, sleep=clock.sleep)
+    kept: list[int] = []
+
+    async def scenario() -> None:
+        async def one() -> None:
+            await limiter.admit(Cost(), deadline=clock.now + 1_000.0)
+            kept.append(len(limiter._deadlines) - len(limiter._queue))
+
+        await asyncio.gather(*(one() for _ in range(500)))
+
+    asyncio.run(scenario())
+    assert max(kept) <= 1

@@ -237,7 +237,9 @@ class Limiter:
                 return
             queue.popleft()
             head.admitted.set_result(self._take(head.cost))
+            self._drop_settled_deadlines()
         # Everyone waiting is in: a waker asleep until its timer would outlive the run.
+        self._deadlines.clear()
         waker, self._waker = self._waker, None
         if waker is not None and waker is not asyncio.current_task():
             waker.cancel()
@@ -258,6 +260,13 @@ class Limiter:
             await self._sleep(delay)
             self._fail_overdue()
             self._admit_ready()
+
+    def _drop_settled_deadlines(self) -> None:
+        """Forget the deadlines of waiters already let in: they leave in about the order they came, so the heap's
+        top is nearly always one of them, and the heap stays about as long as the queue."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].admitted.done():
+            heapq.heappop(deadlines)
 
     def _fail_overdue(self) -> None:
         deadlines, now = self._deadlines, self._clock()

@@ -181,3 +181,22 @@ def chromium() -> str:
     if found is None:
         pytest.skip(MISSING)
     return found
+
+
+def complete_once(backend: Any, prompt: str, max_retries: int = 3, **params: Any) -> Any:
+    """One request through an engine over `backend` (no backoff waits); the backend is closed after."""
+    import asyncio
+
+    from llmgather.engine import Engine
+    from llmgather.limits import Limits
+    from llmgather.retry import RetryPolicy
+    from llmgather.types import Request
+
+    async def go() -> Any:
+        engine = Engine(backend, limits=Limits(concurrency=2), retry=RetryPolicy.testing(max_retries), timeout_s=30)
+        try:
+            return await engine.complete(Request.from_prompt("r", prompt, **params))
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())

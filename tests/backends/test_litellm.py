@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import FakeServer
+from conftest import FakeServer, complete_once
 
 import llmgather
 from llmgather.backends.litellm import LiteLLMBackend
 from llmgather.engine import Engine
 from llmgather.fake import expected_content
-from llmgather.limits import Limits
 from llmgather.retry import RetryPolicy
 from llmgather.types import Request
 
@@ -19,14 +18,7 @@ pytest.importorskip("litellm")
 
 
 def run_one(backend: LiteLLMBackend, prompt: str, max_retries: int, **params: object) -> llmgather.Result:
-    async def go() -> llmgather.Result:
-        engine = Engine(backend, limits=Limits(concurrency=2), retry=RetryPolicy.testing(max_retries), timeout_s=30)
-        try:
-            return await engine.complete(Request.from_prompt("r", prompt, **params))
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go())
+    return complete_once(backend, prompt, max_retries, **params)
 
 
 def test_answers_through_litellm_openai_compatible_route(server: FakeServer) -> None:

@@ -4,13 +4,11 @@ process through an engine, so a classification is seen where it matters: retried
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from conftest import FakeServer
+from conftest import FakeServer, complete_once
 
 from llmgather.backends.openai import OpenAIBackend
-from llmgather.engine import Engine
 from llmgather.errors import (
     AuthenticationError,
     PermanentError,
@@ -20,23 +18,13 @@ from llmgather.errors import (
     error_for_status,
 )
 from llmgather.fake import expected_content
-from llmgather.limits import Limits
-from llmgather.retry import RetryPolicy
-from llmgather.types import Request, Result
+from llmgather.types import Result
 
 
 def complete(server: FakeServer, prompt: str, max_retries: int = 3, **params: Any) -> Result:
     """One request through an engine (no backoff waits) to the fake's chat completions."""
     backend = OpenAIBackend("openai/fake", api_base=server.url, api_key="sk-test")
-
-    async def go() -> Result:
-        engine = Engine(backend, limits=Limits(concurrency=2), retry=RetryPolicy.testing(max_retries), timeout_s=30)
-        try:
-            return await engine.complete(Request.from_prompt("r", prompt, **params))
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go())
+    return complete_once(backend, prompt, max_retries, **params)
 
 
 SHOULD_RETRY = [

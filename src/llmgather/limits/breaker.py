@@ -4,14 +4,18 @@ While most recent attempts fail with a server error, a dropped connection or a t
 opens: nothing is admitted for a pause, then one request goes as a probe. Its success closes the
 breaker; its failure opens it again for twice as long (up to a ceiling). An outage then costs a few
 probes, not every queued request's retries.
+
+"Recent" is by when an attempt was sent, not when it ended: on a busy machine, answers to attempts sent
+before an outage arrive among its first failures, and remembered in the order they end they would hold the
+breaker closed while a second wave of requests goes into the outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 from llmgather.errors import RequestError
@@ -33,7 +37,11 @@ class CircuitBreaker:
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self._recent: deque[bool] = deque(maxlen=WINDOW)  # True: the attempt failed as in an outage
+        self._recent: list[tuple[int, bool]] = []
+        """The latest-sent attempts that ended, by number: True if it failed as in an outage."""
+        self._failed = 0
+        """How many of `_recent` failed."""
+        self._sent = 0
         self._open_until: float | None = None
         self._opened_at = math.inf
         self._pause_s = FIRST_PAUSE_S
@@ -62,6 +70,11 @@ class CircuitBreaker:
         """Open, its pause over and no probe out: the next to come goes as the probe."""
         return self._open_until is not None and not self._probing and self._open_until <= self._clock()
 
+    def number(self) -> int:
+        """An attempt goes: its number, to give back to `record`."""
+        self._sent += 1
+        return self._sent
+
     async def admit(self) -> bool:
         """Wait while the breaker is open; after the pause, one caller goes as the probe (True), the rest wait."""
         while self._open_until is not None:
@@ -76,9 +89,9 @@ class CircuitBreaker:
             await self._probe_done.wait()
         return False
 
-    def record(self, *, outage: RequestError | None, probe: bool) -> None:
+    def record(self, *, outage: RequestError | None, probe: bool, attempt: int) -> None:
         """An attempt ended: `outage` is its error when it failed as a down provider does (5xx, connection,
-        timeout), None when it was answered."""
+        timeout), None when it was answered. `attempt` is its number from `number`."""
         if outage is not None:
             self.last_outage = outage
         if probe:
@@ -92,8 +105,15 @@ class CircuitBreaker:
             return
         if self._open_until is not None:
             return  # in flight before the breaker opened: already counted in
-        self._recent.append(outage is not None)
-        if len(self._recent) == WINDOW and sum(self._recent) >= OPEN_WHEN_FAILED * WINDOW:
+        recent = self._recent
+        if len(recent) == WINDOW and attempt < recent[0][0]:
+            return  # sent before every attempt remembered
+        failed = outage is not None
+        bisect.insort(recent, (attempt, failed))
+        self._failed += failed
+        if len(recent) > WINDOW:
+            self._failed -= recent.pop(0)[1]
+        if len(recent) == WINDOW and self._failed >= OPEN_WHEN_FAILED * WINDOW:
             self.openings += 1
             self._opened_at = self._clock()
             self._open_until = self._opened_at + self._pause_s
@@ -109,3 +129,4 @@ class CircuitBreaker:
         self._opened_at = math.inf
         self._pause_s = FIRST_PAUSE_S
         self._recent.clear()
+        self._failed = 0

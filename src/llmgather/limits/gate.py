@@ -38,6 +38,8 @@ class Admission:
     """What one attempt took on its way to being sent, to give back however it ends."""
 
     probe: bool = False
+    attempt: int = 0
+    """Its number from the breaker: the order in which attempts were let through."""
     held: int = 0
     """Nano-dollars of the budget held until the answer comes."""
     cost: Cost = NO_TOKENS
@@ -101,6 +103,7 @@ class Gate:
                 reestimate = (lambda: self._estimate(request)) if limiter.counts_tokens else None
                 ticket = await limiter.admit(cost, reestimate, deadline)
             admission.ticket, admission.cost = ticket, ticket.cost
+            admission.attempt = breaker.number()
         except BaseException:
             breaker.abandon(probe=admission.probe)
             if budget is not None:
@@ -126,7 +129,7 @@ class Gate:
             self.budget.release(admission.held)  # what it cost is charged as the answer is taken
         if response is not None:
             limiter.observe(response.headers, ok=True)
-            self.breaker.record(outage=None, probe=admission.probe)
+            self.breaker.record(outage=None, probe=admission.probe, attempt=admission.attempt)
             counted = self._counted(request, response, admission.cost)
             limiter.settle(ticket, counted)
             if response.usage is not None:
@@ -144,7 +147,7 @@ class Gate:
         # Accepted and then failed (mid-stream), it was counted: as estimated, since no usage came.
         limiter.settle(ticket, admission.cost if error.counted else None, rate_limited=rate_limited)
         outage = error if isinstance(error, ServerError | ConnectError | RequestTimeout) else None
-        self.breaker.record(outage=outage, probe=admission.probe)
+        self.breaker.record(outage=outage, probe=admission.probe, attempt=admission.attempt)
 
     def _estimate(self, request: Request) -> Cost:
         """Its prompt as the provider will count it, and its completion reserved at its budget (or the typical

@@ -419,6 +419,49 @@ def configs_from_tables(path: Path, tables: Sequence[dict[str, Any]], defaults: 
 
 
 @dataclass(frozen=True, slots=True)
+class BatchOptions:
+    """How a `--batch` run goes through the providers' batch APIs."""
+
+    by_s: float | None = None
+    """`--by`: seconds from the start after which what the batches have not answered is cancelled and sent
+    online."""
+    size: int | None = None
+    """`--batch-size`: requests per batch, below the provider's own cap."""
+    detach: bool = False
+    """`--detach`: submit, then exit; a later `--resume` collects."""
+
+    @classmethod
+    def build(cls, *, by: float | str | None = None, size: int | None = None, detach: bool = False) -> BatchOptions:
+        by_s = None if by is None else parse_duration("--by", by)
+        return cls(by_s, _optional("--batch-size", size, low=1, low_open=False, whole=True), bool(detach))
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(name: str, value: float | str) -> float:
+    """Seconds, from a number of seconds or text such as `90s`, `10m`, `2h`, `1h30m`."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _number(name, value)
+    text, seconds, number = str(value).strip().lower(), 0.0, ""
+    if text.count(".") > 1:
+        text = ""  # refused below
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in _UNITS and number:
+            seconds, number = seconds + float(number) * _UNITS[char], ""
+        else:
+            number = "!"
+            break
+    if number and number != "!":
+        seconds += float(number)  # a bare number is seconds
+    if number == "!" or not text or not math.isfinite(seconds) or seconds <= 0:
+        raise InputError(f"{name} takes a duration such as 90s, 10m, 2h or 1h30m, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     """One run, checked: the models (each request goes to every one), the fallbacks, the output and the
     spending limits. The command line and the Python API both build one and hand it to `runner.Run`."""
@@ -434,6 +477,8 @@ class RunConfig:
     max_cost: float | None = None
     max_requests: int | None = None
     grace_s: float = 10.0
+    batch: BatchOptions | None = None
+    """Through the providers' batch APIs (`--batch`), or online (None)."""
 
     @classmethod
     def build(
@@ -450,6 +495,7 @@ class RunConfig:
         max_cost: float | None = None,
         max_requests: int | None = None,
         grace: float = 10.0,
+        batch: BatchOptions | None = None,
     ) -> RunConfig:
         fallback_names = {c.model for c in fallbacks}
         firsts = tuple(c for c in models if c.model not in fallback_names)
@@ -479,7 +525,10 @@ class RunConfig:
             max_cost=_optional("max_cost", max_cost),
             max_requests=_optional("max_requests", max_requests, low=1, low_open=False, whole=True),
             grace_s=_number("grace", grace, low_open=False),
+            batch=batch,
         )
+        if batch is not None:
+            config.check_batch()
         if config.max_cost is not None:
             for c in config.everyone:
                 c.check_priced()
@@ -488,6 +537,20 @@ class RunConfig:
     @property
     def everyone(self) -> tuple[ModelConfig, ...]:
         return (*self.models, *self.fallbacks)
+
+    def check_batch(self) -> None:
+        """A batch run needs a provider with a batch API, and its output file for the journal beside it."""
+        for c in self.models:
+            provider = native_provider(c.model, c.api_base)
+            if provider is None:
+                raise InputError(
+                    f"--batch: {c.model} has no batch API llmgather speaks (openai/, anthropic/, gemini/ and "
+                    "OpenAI-compatible endpoints with /v1/batches do)"
+                )
+        if self.fallbacks:
+            raise InputError("--batch does not take fallback models: a batch's failures are retried in the next one")
+        if self.output is None:
+            raise InputError("--batch needs an output file (-o, output=): its journal of batches is kept beside it")
 
     def check_keys(self, served: Collection[str] = ()) -> None:
         """Refuse, before anything is opened or sent, a model that would have no key; `served` names the

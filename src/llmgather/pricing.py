@@ -10,6 +10,9 @@ every run 50 ms.
 Cached input is billed apart: OpenAI and Gemini bill tokens read from the prompt cache at a fraction of the
 input rate, Anthropic bills reads at 0.1x and writes (five-minute cache) at 1.25x. A model without a cache rate
 has its cached tokens priced at its input rate, but for Anthropic's, whose multipliers are the same for all.
+
+The batch APIs bill every token at a share of the online rate (`BATCH_SHARE`): half, at OpenAI, Anthropic
+and Google alike.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ class Prices:
         )
         return round(micro / 1e6, 8)
 
+    def scaled(self, share: float) -> Prices:
+        """Every rate times `share` (a batch discount)."""
+        read = None if self.cache_read is None else self.cache_read * share
+        write = None if self.cache_write is None else self.cache_write * share
+        return Prices(self.input * share, self.output * share, read, write)
+
 
 # A small bundled table for common models: list prices, USD per million tokens (input, output, cache read,
 # cache write). OpenAI bills no cache write; Gemini's implicit caching neither (its explicit cache's storage
@@ -67,6 +76,18 @@ PRICES_PER_MTOK: dict[str, Prices] = {
     "gemini-2.5-pro": Prices(1.25, 10.0, 0.125),
     "gemini-2.5-flash": Prices(0.30, 2.50, 0.03),
 }
+
+BATCH_SHARE: dict[str, float] = {"openai": 0.5, "anthropic": 0.5, "gemini": 0.5, "hosted_vllm": 1.0}
+"""What each provider's batch API bills, as a share of its online price (a server of your own bills nothing
+less for a batch). Cache reads and writes in a batch get the same share."""
+
+
+def batch_prices(model: str, prices: Prices | None) -> Prices | None:
+    """`prices` as billed through the provider's batch API."""
+    if prices is None:
+        return None
+    return prices.scaled(BATCH_SHARE.get(model.split("/", 1)[0], 1.0))
+
 
 PRICE_FORM = "MODEL=IN,OUT[,CACHE_READ[,CACHE_WRITE]] in USD per million tokens, e.g. gpt-5=1.25,10,0.125"
 

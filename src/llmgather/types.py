@@ -156,6 +156,10 @@ class Result:
     """`Request.digest()` of the request answered: a resume checks that the id still names it."""
     ttft_s: float | None = None
     """Seconds from sending the attempt that answered to its first token; streamed answers only."""
+    lane: str | None = None
+    """In a batch run, how it was answered: "batch", or "online" (sent online after the batches' deadline)."""
+    batch_id: str | None = None
+    """The provider's batch that answered it (or last held it)."""
     # The error itself, for callers that raise it (Client.complete); never written out.
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
@@ -183,6 +187,8 @@ class Result:
             finished_at=record.get("finished_at"),
             digest=record.get("digest"),
             ttft_s=record.get("ttft_s"),
+            lane=record.get("lane"),
+            batch_id=record.get("batch_id"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,4 +208,6 @@ class Result:
             **({"ttft_s": round(self.ttft_s, 4)} if self.ttft_s is not None else {}),
             **({"row": self.row} if self.row is not None else {}),
             **({"answered_by": self.answered_by} if self.answered_by is not None else {}),
+            **({"lane": self.lane} if self.lane is not None else {}),
+            **({"batch_id": self.batch_id} if self.batch_id is not None else {}),
         }

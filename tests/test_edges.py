@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import FakeServer, read_jsonl, run_cli, write_jsonl
 
-from llmgather.backends.openai import _parse_completion
+from llmgather.backends.openai import parse_completion
 from llmgather.budget import Budget
 from llmgather.errors import ServerError
 
@@ -139,4 +139,4 @@ def completion(usage: object) -> bytes:
 )
 def test_a_negative_or_fractional_token_count_is_a_malformed_answer(usage: dict[str, object]) -> None:
     with pytest.raises(ServerError, match="malformed completion"):
-        _parse_completion(completion(usage), {}, None)
+        parse_completion(completion(usage), {}, None)

@@ -58,7 +58,7 @@ _FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-_STATUS_OF_ERROR = {
+STATUS_OF_ERROR = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "permission_error": 403,
@@ -91,13 +91,13 @@ class AnthropicBackend(HttpBackend):
         return messages_body(self.model, request)
 
     def _parse(self, raw: bytes, headers: Mapping[str, str]) -> Response:
-        return _parse_message(raw, headers, self._api_key)
+        return parse_message(raw, headers, self._api_key)
 
     async def _read_stream(self, resp: aiohttp.ClientResponse, sent_at: float) -> Response:
         return await _Stream(resp, sent_at, self._api_key).read()
 
     def _error_details(self, raw: bytes) -> tuple[str, str | None, float | None]:
-        return (*_error_details(raw), None)
+        return (*error_details(raw), None)
 
 
 # -- the request -------------------------------------------------------------------------------------
@@ -201,18 +201,26 @@ def _image_source(url: Any) -> dict[str, Any]:
 # -- the answer --------------------------------------------------------------------------------------
 
 
-def _parse_message(raw: bytes, headers: Mapping[str, str], secret: str | None) -> Response:
+MALFORMED = (ValueError, KeyError, TypeError, AttributeError)
+"""What reading a malformed message raises."""
+
+
+def parse_message(raw: bytes, headers: Mapping[str, str], secret: str | None) -> Response:
     try:
-        data = json.loads(raw)
-        text = "".join(block["text"] for block in data["content"] if block.get("type") == "text")
-        return Response(
-            content=text,
-            usage=_usage(data.get("usage"), None),
-            finish_reason=_finish_reason(data.get("stop_reason")),
-            headers=headers,
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return message_of(json.loads(raw), headers)
+    except MALFORMED as exc:
         raise ServerError(f"malformed message: {redact(quote(raw), secret)!r}") from exc
+
+
+def message_of(data: Any, headers: Mapping[str, str]) -> Response:
+    """A decoded message as our answer; one of `MALFORMED` if it is not one."""
+    text = "".join(block["text"] for block in data["content"] if block.get("type") == "text")
+    return Response(
+        content=text,
+        usage=_usage(data.get("usage"), None),
+        finish_reason=_finish_reason(data.get("stop_reason")),
+        headers=headers,
+    )
 
 
 def _finish_reason(stop_reason: Any) -> str | None:
@@ -235,7 +243,7 @@ def _usage(raw: Any, before: Usage | None) -> Usage | None:
     return Usage(prompt, output, prompt + output, cache_read_tokens=read, cache_write_tokens=write)
 
 
-def _error_details(raw: bytes) -> tuple[str, str | None]:
+def error_details(raw: bytes) -> tuple[str, str | None]:
     """Message and type of `{"type": "error", "error": {"type": ..., "message": ...}}`."""
     try:
         error = json.loads(raw)["error"]
@@ -305,7 +313,7 @@ class _Stream:
         kind = str(error.get("type") or "error")
         message = redact(f"{kind} mid-stream: {error.get('message') or 'no message'}", self._secret)
         code = redact(kind, self._secret, limit=CODE_CHARS)
-        status = _STATUS_OF_ERROR.get(kind, 500)
+        status = STATUS_OF_ERROR.get(kind, 500)
         found = error_for_status(status, message, code=code, headers=self._resp.headers)
         found.counted = True
         return found

@@ -36,19 +36,24 @@ class OpenAIBackend(HttpBackend):
         super().__init__(provider_model_name(model), endpoint, url, headers, api_key, max_connections)
 
     def _body(self, request: Request) -> dict[str, Any]:
-        return {"model": self.model, "messages": request.messages, **request.params}
+        return chat_body(self.model, request)
 
     def _parse(self, raw: bytes, headers: Mapping[str, str]) -> Response:
-        return _parse_completion(raw, headers, self._api_key)
+        return parse_completion(raw, headers, self._api_key)
 
     async def _read_stream(self, resp: aiohttp.ClientResponse, sent_at: float) -> Response:
         return await _read_stream(resp, sent_at, self._api_key)
 
     def _error_details(self, raw: bytes) -> tuple[str, str | None, float | None]:
-        return _error_details(raw)
+        return error_details(raw)
 
 
-def _error_details(raw: bytes) -> tuple[str, str | None, float | None]:
+def chat_body(model: str, request: Request) -> dict[str, Any]:
+    """The chat completions body for one request (the batch lane sends the same in its lines)."""
+    return {"model": model, "messages": request.messages, **request.params}
+
+
+def error_details(raw: bytes) -> tuple[str, str | None, float | None]:
     """The message, the provider's code and a retry delay from an error body: OpenAI's `{"error": {...}}`,
     or Google's, which comes as a JSON array of one such object and says more in its `details`."""
     try:
@@ -90,19 +95,27 @@ def _google_details(details: Any) -> tuple[str | None, float | None]:
     return quota_id or reason, delay
 
 
-def _parse_completion(raw: bytes, headers: Mapping[str, str], secret: str | None) -> Response:
+MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
+"""What reading a malformed completion raises."""
+
+
+def parse_completion(raw: bytes, headers: Mapping[str, str], secret: str | None) -> Response:
     try:
-        data = json.loads(raw)
-        choice = data["choices"][0]
-        message = choice.get("message") or {}
-        return Response(
-            content=message.get("content"),
-            usage=_usage(data.get("usage")),
-            finish_reason=choice.get("finish_reason"),
-            headers=headers,
-        )
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        return completion_of(json.loads(raw), headers)
+    except MALFORMED as exc:
         raise ServerError(f"malformed completion: {redact(quote(raw), secret)!r}") from exc
+
+
+def completion_of(data: Any, headers: Mapping[str, str]) -> Response:
+    """A decoded chat completion as our answer; one of `MALFORMED` if it is not one."""
+    choice = data["choices"][0]
+    message = choice.get("message") or {}
+    return Response(
+        content=message.get("content"),
+        usage=_usage(data.get("usage")),
+        finish_reason=choice.get("finish_reason"),
+        headers=headers,
+    )
 
 
 def _usage(raw: Any) -> Usage | None:

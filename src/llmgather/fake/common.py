@@ -42,6 +42,14 @@ class FakeConfig:
     max_context: int | None = None
     outage: tuple[float, float] | None = None
     """(start, seconds) after the first request: every request in that time gets a 503."""
+    batch_seconds: float = 2.0
+    """Time from a batch's creation to its end (OpenAI and Anthropic batches)."""
+    batch_error_rate: float = 0.0
+    batch_expire_rate: float = 0.0
+    batch_max_requests: int | None = None
+    """Requests per batch; None is each provider's own limit (50,000 OpenAI, 100,000 Anthropic)."""
+    batch_enqueued_tokens: int | None = None
+    """OpenAI's enqueued-token limit: prompt tokens of a model's batches not yet ended."""
 
 
 @dataclass(slots=True)

@@ -16,9 +16,9 @@ from llmgather.fake.server import serve
 def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
     parser = argparse.ArgumentParser(
         prog="llmgather fake-server",
-        description="A fake provider speaking OpenAI's chat completions and Anthropic's messages, with latency, "
-        "rate limits and faults, for dry runs and tests. It prints 'listening on URL' once ready; point --api-base "
-        "at that URL (for anthropic/ models, at the URL without /v1).",
+        description="A fake provider speaking OpenAI's chat completions and Anthropic's messages, and both their "
+        "batch APIs, with latency, rate limits and faults, for dry runs and tests. It prints 'listening on URL' once "
+        "ready; point --api-base at that URL (for anthropic/ models, at the URL without /v1).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
@@ -72,7 +72,22 @@ def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
         default=None,
         help="prompts over this many tokens get a 400 context_length_exceeded",
     )
-    parser.add_argument("--log", default=None, help="append one JSON line per request to this file")
+    parser.add_argument(
+        "--log", default=None, help="append one JSON line per request, and per batch created, cancelled and ended"
+    )
+    parser.add_argument("--batch-seconds", type=float, default=2.0, help="time a batch takes (default 2)")
+    parser.add_argument(
+        "--batch-error-rate", type=float, default=0.0, help="share of batch requests answered with a transient error"
+    )
+    parser.add_argument(
+        "--batch-expire-rate", type=float, default=0.0, help="share of batch requests that expire unanswered"
+    )
+    parser.add_argument(
+        "--batch-max-requests", type=int, default=None, help="requests per batch (default: 50,000 / 100,000)"
+    )
+    parser.add_argument(
+        "--batch-enqueued-tokens", type=int, default=None, help="OpenAI's enqueued-token limit for batches"
+    )
     args = parser.parse_args(argv)
     outage = None
     if args.outage:
@@ -104,6 +119,11 @@ def parse_args(argv: list[str] | None) -> tuple[FakeConfig, str, int]:
         limit_headers=not args.no_limit_headers,
         outage=outage,
         max_context=args.max_context,
+        batch_seconds=args.batch_seconds,
+        batch_error_rate=args.batch_error_rate,
+        batch_expire_rate=args.batch_expire_rate,
+        batch_max_requests=args.batch_max_requests,
+        batch_enqueued_tokens=args.batch_enqueued_tokens,
     )
     return config, args.host, args.port
 

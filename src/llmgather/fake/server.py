@@ -15,6 +15,9 @@ A prompt may also carry a directive that forces an answer, for tests (on both en
     [[fake cached=N]]   N of the prompt's tokens are reported cached (chat completions)
     [[fake stream_error=overloaded_error times=1]]   a 200 stream cut by an error event (messages)
 
+OpenAI's Files and Batches and Anthropic's Message Batches are served too (batches_openai.py,
+batches_anthropic.py), outside the online limits, on a clock: see batches.py.
+
 This module imports nothing from llmgather, so tests and demos of any version can use it.
 """
 
@@ -29,7 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
-from llmgather.fake import anthropic, gemini
+from llmgather.fake import anthropic, batches_anthropic, batches_openai, gemini
+from llmgather.fake.batches import BatchStore
 from llmgather.fake.common import (
     CREDIT_MESSAGE,
     HANG_S,
@@ -67,18 +71,23 @@ class FakeProvider:
         self.cached_prefixes: set[str] = set()
         self._log = open(config.log_path, "a", buffering=1) if config.log_path else None  # noqa: SIM115
         self._first_request_at: float | None = None
+        # A batch's answers count as answers too: a prompt answered in a batch and online was paid twice.
+        self.batches = BatchStore(config, self._write, lambda digest: self.stats.answers_per_prompt.update([digest]))
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=batches_anthropic.MAX_BYTES + 1024 * 1024)
         for prefix in ("/v1", "/v1beta/openai"):
             app.router.add_post(f"{prefix}/chat/completions", self._counted(self._chat))
             app.router.add_get(f"{prefix}/models", self.list_models)
         app.router.add_post("/v1/messages", self._counted(lambda request: anthropic.messages(self, request)))
+        batches_openai.add_routes(app, self)
+        batches_anthropic.add_routes(app, self)
         app.router.add_get("/_fake/stats", self.show_stats)
         app.on_cleanup.append(self._close)
         return app
 
     async def _close(self, _app: web.Application) -> None:
+        self.batches.settle_all()
         if self._log is not None:
             self._log.close()
 
@@ -89,7 +98,8 @@ class FakeProvider:
         return web.json_response({"object": "list", "data": data})
 
     async def show_stats(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.stats.to_dict(), **self.budgets.peaks.to_dict()})
+        batches = self.batches.stats()  # first: a batch seen ended here counts its answers
+        return web.json_response({**self.stats.to_dict(), **self.budgets.peaks.to_dict(), "batches": batches})
 
     def _counted(self, handler: Handler) -> Handler:
         async def counted(request: web.Request) -> web.StreamResponse:
@@ -201,8 +211,11 @@ class FakeProvider:
         raise asyncio.CancelledError  # the connection is gone: nothing more to say on it
 
     def _record(self, digest: str | None, outcome: int | str) -> None:
+        self._write({"t": round(time.time(), 4), "prompt": digest, "outcome": outcome})
+
+    def _write(self, line: dict[str, Any]) -> None:
         if self._log is not None:
-            self._log.write(json.dumps({"t": round(time.time(), 4), "prompt": digest, "outcome": outcome}) + "\n")
+            self._log.write(json.dumps(line) + "\n")
 
     # OpenAI's chat completions.
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
+from conftest import FakeServer
 
 from llmgather.backends.anthropic import messages_body, parse_message
 from llmgather.batch.anthropic import AnthropicBatches
-from llmgather.batch.api import BatchItem, BatchState, EndedAs
+from llmgather.batch.api import BatchItem, BatchState, BatchStatus, EndedAs
 from llmgather.errors import (
     AuthenticationError,
     PermanentError,
@@ -23,6 +25,7 @@ from llmgather.errors import (
     RequestError,
     ServerError,
 )
+from llmgather.fake.common import expected_content
 from llmgather.types import Request
 
 KEY = "sk-ant-api03-secret-key-for-batch-tests-only"
@@ -237,3 +240,88 @@ def test_cancel_and_find() -> None:
     assert cancelled == ["msgbatch_3"]
     assert [b.id for b in found] == ["msgbatch_9", "msgbatch_8", "msgbatch_7", "msgbatch_6", "msgbatch_5", "msgbatch_4"]
     assert asked == [None, "msgbatch_6"]
+
+
+# -- whole batches against the fake provider process -----------------------------------------------
+
+
+def against_fake(server: FakeServer, test: Callable[[AnthropicBatches], Awaitable[Any]], key: str = KEY) -> Any:
+    async def go() -> Any:
+        client = AnthropicBatches("anthropic/claude-x", api_base=server.url, api_key=key)
+        try:
+            return await test(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+async def until_ended(client: AnthropicBatches, batch_id: str, limit_s: float = 60.0) -> BatchStatus:
+    """Poll every 0.1 s until the batch ends (a bound, never reached unless the client is wrong)."""
+    for _ in range(int(limit_s / 0.1)):
+        status = await client.status(batch_id)
+        if status.state is BatchState.ENDED:
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} did not end within {limit_s:g} s")
+
+
+def prompts(n: int) -> list[Request]:
+    return [Request.from_prompt(i, f"question {i}") for i in range(n)]
+
+
+def test_a_batch_at_the_fake_answers_every_request_as_online(fake_server: Callable[..., FakeServer]) -> None:
+    server = fake_server("--batch-seconds", "1", "--batch-error-rate", "0.3", "--seed", "7", "--api-key", KEY)
+    asked = [*prompts(30), Request.from_prompt(30, "never [[batch_permanent]]")]
+
+    async def test(client: AnthropicBatches) -> Any:
+        since = time.time() - 1
+        batch_id = await client.submit([client.encode(f"r-{r.id}", r) for r in asked], {"run": "r1"})
+        found = await client.find({"run": "r1"}, since=since)
+        status = await until_ended(client, batch_id)
+        return found, status, [item async for item in client.results(batch_id)]
+
+    found, status, items = against_fake(server, test)
+    assert [b.id for b in found] == [status.id] and found[0].state is BatchState.IN_PROGRESS
+    assert status.ended_as is EndedAs.COMPLETED and status.total == 31
+    assert sorted(item.custom_id for item in items) == sorted(f"r-{r.id}" for r in asked)
+    by_id = {item.custom_id: item for item in items}
+    assert isinstance(by_id["r-30"].error, PermanentError) and by_id["r-30"].error.status == 400
+    answers = [item for item in items if item.response is not None]
+    transient = [item for item in items if isinstance(item.error, ServerError)]
+    assert answers and transient and len(answers) + len(transient) == 30
+    assert (status.succeeded, status.failed) == (len(answers), len(transient) + 1)
+    for item in answers:
+        assert item.response is not None and item.response.usage is not None
+        assert item.response.content == expected_content(f"question {item.custom_id.removeprefix('r-')}")
+
+
+def test_cancelled_and_expired_requests_are_unanswered(fake_server: Callable[..., FakeServer]) -> None:
+    slow = fake_server("--batch-seconds", "10")
+    expiring = fake_server("--batch-seconds", "0.5", "--batch-expire-rate", "1")
+
+    async def cancel(client: AnthropicBatches) -> Any:
+        batch_id = await client.submit([client.encode(f"r-{r.id}", r) for r in prompts(5)], {})
+        await client.cancel(batch_id)
+        return await until_ended(client, batch_id), [item async for item in client.results(batch_id)]
+
+    async def expire(client: AnthropicBatches) -> Any:
+        batch_id = await client.submit([client.encode(f"r-{r.id}", r) for r in prompts(5)], {})
+        return await until_ended(client, batch_id), [item async for item in client.results(batch_id)]
+
+    for server, test, ended_as in [(slow, cancel, EndedAs.CANCELLED), (expiring, expire, EndedAs.EXPIRED)]:
+        status, items = against_fake(server, test)
+        assert status.ended_as is ended_as
+        assert len(items) == 5 and all(item.unanswered for item in items)
+
+
+def test_a_wrong_key_at_the_fake_stops_the_run(fake_server: Callable[..., FakeServer]) -> None:
+    server = fake_server("--api-key", KEY)
+
+    async def test(client: AnthropicBatches) -> Any:
+        return await client.submit([client.encode("r-0", prompts(1)[0])], {})
+
+    wrong = "sk-ant-api03-another-key-entirely-wrong"
+    with pytest.raises(AuthenticationError) as caught:
+        against_fake(server, test, key=wrong)
+    assert wrong not in str(caught.value)

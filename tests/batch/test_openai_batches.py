@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
+from conftest import FakeServer
 
 from llmgather.backends.openai import OpenAIBackend, parse_completion
 from llmgather.batch.anthropic import AnthropicBatches
-from llmgather.batch.api import BatchItem, BatchProblem, BatchState, EndedAs
+from llmgather.batch.api import BatchItem, BatchProblem, BatchState, BatchStatus, EndedAs
 from llmgather.batch.apis import make_batch_api
 from llmgather.batch.openai import OpenAIBatches
 from llmgather.errors import (
@@ -26,6 +28,7 @@ from llmgather.errors import (
     RateLimitError,
     ServerError,
 )
+from llmgather.fake.common import expected_content
 from llmgather.types import Request
 
 KEY = "sk-proj-secret-key-for-batch-tests-only"
@@ -365,3 +368,116 @@ def test_find_pages_back_until_batches_are_older_than_since() -> None:
     found = run_against({("GET", "/batches"): listing}, test)
     assert [b.id for b in found] == ["batch_9", "batch_7", "batch_5"]
     assert asked == [None, "batch_8", "batch_6"]
+
+
+# -- whole batches against the fake provider process -----------------------------------------------
+
+
+def against_fake(server: FakeServer, test: Callable[[OpenAIBatches], Awaitable[Any]]) -> Any:
+    async def go() -> Any:
+        client = OpenAIBatches("openai/gpt-x", api_base=server.url, api_key=KEY)
+        try:
+            return await test(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+async def until_ended(client: Any, batch_id: str, limit_s: float = 60.0) -> tuple[list[BatchState], BatchStatus]:
+    """Poll every 0.1 s until the batch ends (a bound, never reached unless the client is wrong)."""
+    seen: list[BatchState] = []
+    for _ in range(int(limit_s / 0.1)):
+        status = await client.status(batch_id)
+        if not seen or seen[-1] is not status.state:
+            seen.append(status.state)
+        if status.state is BatchState.ENDED:
+            return seen, status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} did not end within {limit_s:g} s; states seen {seen}")
+
+
+def prompts(n: int) -> list[Request]:
+    return [Request.from_prompt(i, f"question {i}") for i in range(n)]
+
+
+def test_a_batch_at_the_fake_answers_every_request_as_online(fake_server: Callable[..., FakeServer]) -> None:
+    server = fake_server("--batch-seconds", "1", "--batch-error-rate", "0.3", "--seed", "7")
+    asked = [*prompts(30), Request.from_prompt(30, "never [[batch_permanent]]")]
+
+    async def test(client: OpenAIBatches) -> Any:
+        batch_id = await client.submit([client.encode(f"r-{r.id}", r) for r in asked], {"llmgather_run": "r1"})
+        seen, status = await until_ended(client, batch_id)
+        return seen, status, await collect(client.results(batch_id))
+
+    seen, status, items = against_fake(server, test)
+    assert seen[0] is BatchState.VALIDATING and seen[-1] is BatchState.ENDED
+    assert status.ended_as is EndedAs.COMPLETED and status.total == 31 and status.tags == {"llmgather_run": "r1"}
+    assert sorted(item.custom_id for item in items) == sorted(f"r-{r.id}" for r in asked)
+    by_id = {item.custom_id: item for item in items}
+    assert isinstance(by_id["r-30"].error, PermanentError) and by_id["r-30"].error.status == 400
+    answers = [item for item in items if item.response is not None]
+    transient = [item for item in items if isinstance(item.error, ServerError | RateLimitError)]
+    assert answers and transient and len(answers) + len(transient) == 30
+    assert (status.succeeded, status.failed) == (len(answers), len(transient) + 1)
+    for item in answers:
+        assert item.response is not None and item.response.usage is not None
+        assert item.response.content == expected_content(f"question {item.custom_id.removeprefix('r-')}")
+
+
+def test_expired_and_cancelled_requests_are_unanswered(fake_server: Callable[..., FakeServer]) -> None:
+    expiring = fake_server("--batch-seconds", "0.5", "--batch-expire-rate", "1")
+    slow = fake_server("--batch-seconds", "10")
+
+    async def expire(client: OpenAIBatches) -> Any:
+        batch_id = await client.submit([client.encode(f"r-{r.id}", r) for r in prompts(5)], {})
+        return (await until_ended(client, batch_id))[1], await collect(client.results(batch_id))
+
+    async def cancel(client: OpenAIBatches) -> Any:
+        batch_id = await client.submit([client.encode(f"r-{r.id}", r) for r in prompts(5)], {})
+        await client.cancel(batch_id)
+        return (await until_ended(client, batch_id))[1], await collect(client.results(batch_id))
+
+    for server, test, ended_as in [(expiring, expire, EndedAs.EXPIRED), (slow, cancel, EndedAs.CANCELLED)]:
+        status, items = against_fake(server, test)
+        assert status.ended_as is ended_as
+        assert len(items) == 5 and all(item.unanswered for item in items)
+
+
+def test_an_invalid_line_fails_the_batch_naming_it(fake_server: Callable[..., FakeServer]) -> None:
+    server = fake_server("--batch-seconds", "0.5")
+    asked = [*prompts(3), Request.from_prompt(3, "bad [[batch_invalid]]")]
+
+    async def test(client: OpenAIBatches) -> Any:
+        batch_id = await client.submit([client.encode(f"r-{r.id}", r) for r in asked], {})
+        return (await until_ended(client, batch_id))[1]
+
+    status = against_fake(server, test)
+    assert status.ended_as is EndedAs.FAILED and not status.over_token_limit
+    assert [problem.line for problem in status.problems] == [4]
+
+
+def test_over_the_enqueued_token_limit_the_batch_fails_saying_so(fake_server: Callable[..., FakeServer]) -> None:
+    server = fake_server("--batch-seconds", "2", "--batch-enqueued-tokens", "10")  # 20 prompts of 2 tokens
+
+    async def test(client: OpenAIBatches) -> Any:
+        batch_id = await client.submit([client.encode(f"r-{r.id}", r) for r in prompts(20)], {})
+        return (await until_ended(client, batch_id))[1]
+
+    assert against_fake(server, test).over_token_limit
+
+
+def test_find_lists_the_batches_carrying_the_tags(fake_server: Callable[..., FakeServer]) -> None:
+    server = fake_server("--batch-seconds", "30")
+
+    async def test(client: OpenAIBatches) -> Any:
+        since = time.time() - 1
+        made = [await client.submit([client.encode("r-0", r)], {"run": f"r{i % 2}"}) for i, r in enumerate(prompts(5))]
+        found = await client.find({"run": "r0"}, since=since)
+        for batch_id in made:
+            await client.cancel(batch_id)
+        return made, found
+
+    made, found = against_fake(server, test)
+    assert sorted(b.id for b in found) == sorted(made[0::2])
+    assert all(b.tags == {"run": "r0"} and b.state is BatchState.VALIDATING for b in found)

@@ -26,6 +26,7 @@ from llmgather.errors import (
     PermanentError,
     QuotaExceededError,
     RateLimitError,
+    RequestTimeout,
     ServerError,
 )
 from llmgather.fake.common import expected_content
@@ -283,6 +284,7 @@ def test_results_read_the_output_file_then_the_error_file_as_online() -> None:
         not_run("g", "batch_expired"),
         not_run("h", "batch_cancelled"),
         answered("i", 200, {"choices": []}),
+        not_run("j", "request_timeout"),
     )
     routes: Routes = {
         ("GET", "/batches/batch_1"): answering(batch("completed", output_file_id="file-out", error_file_id="file-err")),
@@ -294,17 +296,18 @@ def test_results_read_the_output_file_then_the_error_file_as_online() -> None:
         return await collect(client.results("batch_1"))
 
     items = {item.custom_id: item for item in run_against(routes, test)}
-    assert list(items) == list("abcdefghi")
+    assert list(items) == list("abcdefghij")
     assert items["a"].response == parse_completion(json.dumps(completion("hello", cached=12)).encode(), {}, None)
     assert items["a"].response.usage.cache_read_tokens == 12  # type: ignore[union-attr]
     assert items["b"].response.content == long and items["b"].response.finish_reason == "length"  # type: ignore[union-attr]
-    kinds = {k: type(items[k].error) for k in "cdefi"}
+    kinds = {k: type(items[k].error) for k in "cdefij"}
     assert kinds == {
         "c": PermanentError,
         "d": RateLimitError,
         "e": ServerError,
         "f": QuotaExceededError,
         "i": ServerError,
+        "j": RequestTimeout,
     }
     assert items["c"].error.status == 400 and items["c"].error.code == "context_length_exceeded"  # type: ignore[union-attr]
     assert KEY not in str(items["f"].error)

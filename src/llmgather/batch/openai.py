@@ -17,7 +17,7 @@ from llmgather.backends.openai import MALFORMED, chat_body, completion_of, error
 from llmgather.batch.api import BatchItem, BatchProblem, BatchState, BatchStatus, EndedAs
 from llmgather.batch.http import BatchHttp
 from llmgather.config import OPENAI_API_BASE, provider_model_name
-from llmgather.errors import error_for_status
+from llmgather.errors import RequestTimeout, error_for_status
 from llmgather.types import Request
 
 CHAT_URL = "/v1/chat/completions"
@@ -166,12 +166,14 @@ class OpenAIBatches:
 
     def _not_run(self, custom_id: str, error: Any) -> BatchItem:
         """A line without a response: its request was never run (expired or cancelled with its batch: it goes
-        again), or failed without an HTTP answer (a server error: retried)."""
+        again), or failed without an HTTP answer (a timeout, or else a server error: both retried)."""
         error = error if isinstance(error, dict) else {}
         code = error.get("code")
         if code in UNANSWERED:
             return BatchItem(custom_id)
         message = self._http.redact(" ".join(str(error.get("message") or "no response, no error").split()))
+        if code == "request_timeout":  # the model's call timed out, as an online attempt may
+            return BatchItem(custom_id, error=RequestTimeout(message, code=code))
         code = self._http.redact(str(code)) if code else None
         return BatchItem(custom_id, error=error_for_status(500, message, code=code))
 

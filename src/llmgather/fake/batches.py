@@ -139,9 +139,6 @@ class BatchStore:
             self._settle(batch, view)
         return view
 
-    def stamp(self, batch: Batch, seconds: float | None) -> float | None:
-        return None if seconds is None else batch.created_wall + seconds
-
     def cancel(self, batch: Batch) -> View:
         view = self.view(batch)
         if not view.ended and batch.cancel_at is None:

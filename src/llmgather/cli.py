@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from llmgather.cache import ResponseCache
-    from llmgather.config import RunConfig
+    from llmgather.config import BatchOptions, RunConfig
     from llmgather.io import OutputFile, ResumeState
     from llmgather.io.rows import Template
     from llmgather.runner import Outcome
@@ -157,6 +157,21 @@ def main() -> None:
     is_flag=True,
     help="Print the requests, estimated tokens and cost per model, and send nothing.",
 )
+@click.option(
+    "--batch",
+    is_flag=True,
+    help="Send through the provider's batch API (half the price; answers within hours). A journal of the batches"
+    " is kept beside the output, so a crash or Ctrl-C leaves them running and --resume collects them.",
+)
+@click.option(
+    "--by",
+    "batch_by",
+    metavar="DURATION",
+    help="With --batch: what the batches have not answered by then (90s, 10m, 2h, 1h30m from the start) is"
+    " cancelled and sent online.",
+)
+@click.option("--batch-size", type=int, help="With --batch: at most this many requests per batch.")
+@click.option("--detach", is_flag=True, help="With --batch: submit the batches and exit; --resume collects them.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress view and no summary.")
 def run_command(**options: Any) -> None:
     """Send every request in INPUT (JSONL, CSV or Parquet; '-' reads JSONL from standard input).
@@ -206,6 +221,10 @@ class RunOptions:
     max_requests: int | None
     prices: tuple[str, ...]
     dry_run: bool
+    batch: bool
+    batch_by: str | None
+    batch_size: int | None
+    detach: bool
     quiet: bool
 
 
@@ -380,7 +399,21 @@ def _run_config(options: RunOptions) -> RunConfig:
         max_cost=options.max_cost,
         max_requests=options.max_requests,
         grace=options.grace,
+        batch=_batch_options(options),
     )
+
+
+def _batch_options(options: RunOptions) -> BatchOptions | None:
+    from llmgather.config import BatchOptions
+    from llmgather.errors import InputError
+
+    if not options.batch:
+        given = {"--by": options.batch_by, "--batch-size": options.batch_size, "--detach": options.detach}
+        for flag, value in given.items():
+            if value:
+                raise InputError(f"{flag} goes with --batch")
+        return None
+    return BatchOptions.build(by=options.batch_by, size=options.batch_size, detach=options.detach)
 
 
 def _template(options: RunOptions) -> Template | None:
@@ -440,6 +473,16 @@ def _finish(options: RunOptions, config: RunConfig, outcome: Outcome, cache: Res
             click.echo(_cache_line(cache), err=True)
     for stop in outcome.stopped:
         click.echo(f"llmgather: stopped: {stop}", err=True)
+    if outcome.live_batches:
+        # Paid for and running: they are never cancelled on the way out (`llmgather batches OUT --cancel` does).
+        click.echo(
+            f"llmgather: {outcome.live_batches} batches are running at the provider; {outcome.written} results"
+            f" written this run. To collect the rest, run:\n  {resume_command(sys.argv[1:])}",
+            err=True,
+        )
+        if not (outcome.interrupted or outcome.stopped):
+            return EXIT_OK  # --detach: submitted, as asked
+        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_STOPPED
     if outcome.interrupted or outcome.stopped:
         where = f" to {config.output}" if config.output is not None else ""
         cut = f"; {outcome.cut_off} in flight were cut off" if outcome.cut_off else ""
@@ -463,7 +506,7 @@ def _cache_line(cache: ResponseCache) -> str:
 
 def resume_command(argv: list[str]) -> str:
     """The command that finishes this run: the same one, with --resume instead of --overwrite."""
-    args = [arg for arg in argv if arg != "--overwrite"]
+    args = [arg for arg in argv if arg not in ("--overwrite", "--detach")]
     if "--resume" not in args:
         args.append("--resume")
     return shlex.join(["llmgather", *args])
@@ -516,6 +559,28 @@ def cache_clear(path: Path, model: str | None) -> None:
         return EXIT_OK
 
     _exit_at_once(_at_the_boundary(clear))
+
+
+@main.command("batches")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cancel", is_flag=True, help="Cancel every batch of the run still live (what they answered is kept).")
+@click.option("--api-key-env", help="The environment variable holding the key, when not the provider's own.")
+def batches_command(output: Path, cancel: bool, api_key_env: str | None) -> None:
+    """List the batches of the `run --batch` whose output is OUTPUT, with their state at the provider.
+
+    With --cancel, ask the provider to cancel those still running. A cancelled batch keeps what it answered:
+    `run ... --resume` collects that and sends the rest again."""
+    from llmgather import eventloop
+    from llmgather.batch.manage import list_batches, listing_lines, read_journal
+
+    def show() -> int:
+        journal = read_journal(output)
+        listed = eventloop.run(list_batches(journal, api_key_env=api_key_env, cancel=cancel))
+        for line in listing_lines(listed):
+            click.echo(line)
+        return EXIT_FAILURES if any(entry.problem and entry.status is None for entry in listed) else EXIT_OK
+
+    _exit_at_once(_at_the_boundary(show))
 
 
 @main.command("compare")

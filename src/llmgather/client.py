@@ -110,7 +110,9 @@ class Client:
 
     @property
     def engine(self) -> Engine:
-        return self.run.engines[0]
+        engine = self.run.engines[0]
+        assert isinstance(engine, Engine), "a Client is online: it takes no batch options"
+        return engine
 
     async def complete(self, prompt: str | list[Message] | Request, **params: Any) -> Result:
         """One request. Returns its Result; raises the request's error (an llmgather.Error) if it fails."""

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from llmgather.backends.base import Backend
 from llmgather.backends.redact import redact
+from llmgather.batch.counts import BatchCounts
 from llmgather.budget import Budget
 from llmgather.errors import (
     FatalError,
@@ -124,6 +125,8 @@ class EngineStats:
     stopped_by: str | None
     """Why the run stopped early, for display: a fatal error's type, `budget`, `interrupted` (a signal),
     `an input error` or `an output error`."""
+    batch: BatchCounts | None = None
+    """A batch run's batches and how its requests went (None online)."""
 
     @property
     def done(self) -> int:
@@ -244,6 +247,9 @@ class Engine:
         if self.stop_reason is not None:
             raise self._stopped_error()
 
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
     async def complete(self, request: Request) -> Result:
         """Run one request through the same admission, retries and limits. Raises RunStopped after a fatal error."""
         if self.fatal is not None:
@@ -278,7 +284,7 @@ class Engine:
         try:
             async with asyncio.TaskGroup() as tasks:
                 try:
-                    async for request in _each(requests):
+                    async for request in each_request(requests):
                         await self._live.acquire()
                         if self._stopping:
                             self._live.release()
@@ -606,7 +612,7 @@ class Engine:
         return reason
 
 
-async def _each(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:
+async def each_request(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:
     if isinstance(requests, AsyncIterable):
         async for request in requests:
             yield request

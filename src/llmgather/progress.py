@@ -8,6 +8,7 @@ move to a line of their own beneath it; on a narrow terminal the model's name ta
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -86,14 +87,24 @@ def _notes(stats: EngineStats, *, live: bool = False) -> list[str]:
         notes.append("provider failing: probing")
     if stats.cached:
         notes.append(f"{stats.cached:,} cached" if live else f"{stats.cached} cached")
+    if stats.batch is not None:
+        notes.append(stats.batch.states_text())
     return notes
+
+
+def _eta_of(stats: EngineStats, remaining: int, per_s: float) -> str:
+    """From the batches' own progress in a batch run (answers come a batch at a time), else from the pace."""
+    if stats.batch is None or remaining <= 0:
+        return _eta(remaining, per_s)
+    eta_s = stats.batch.eta_s()
+    return "?" if eta_s is None else _eta(remaining, remaining / eta_s if eta_s > 0 else math.inf)
 
 
 def plain_line(stats: EngineStats, total: int | None, rates: tuple[float, float]) -> str:
     """One model's progress; `total` None for a fallback, which gets only what others fail."""
     per_s, tokens_per_s = rates
     done = f"{stats.done} done as a fallback" if total is None else f"{stats.done}/{total} done"
-    eta = "" if total is None else f", ETA {_eta(total - stats.done, per_s)}"
+    eta = "" if total is None else f", ETA {_eta_of(stats, total - stats.done, per_s)}"
     notes = "".join(f", {note}" for note in _notes(stats))
     return (
         f"{stats.model}: {done} ({stats.succeeded} ok, {stats.failed} failed), "
@@ -169,7 +180,7 @@ def row_of(stats: EngineStats, total: int | None, rates: tuple[float, float]) ->
         "retries": f"{stats.retries:,}",
         "rate_limited": f"{stats.rate_limited:,}",
         "pace": pace_text(stats.limiter),
-        "eta": "" if total is None else _eta(total - stats.done, per_s),
+        "eta": "" if total is None else _eta_of(stats, total - stats.done, per_s),
     }
     fraction = None if total is None else (stats.done / total if total else 1.0)
     reserved = {} if total is None else {"done": len(f"{total:,}/{total:,}"), "ok": len(f"{total:,}"), "eta": 6}

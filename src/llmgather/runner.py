@@ -18,9 +18,13 @@ import signal
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from llmgather.backends import Backend, make_backend
+from llmgather.batch.apis import make_batch_api
+from llmgather.batch.journal import SUFFIX, Journal, journal_path
+from llmgather.batch.lane import BatchLane
 from llmgather.budget import Budget
 from llmgather.cache import ResponseCache
 from llmgather.config import ModelConfig, RunConfig
@@ -28,10 +32,12 @@ from llmgather.engine import Engine, EngineStats, ResultCache, StopReason
 from llmgather.errors import InputError, OutputError, RunStopped
 from llmgather.io.reader import InputChanged
 from llmgather.io.resume import ResumeState
-from llmgather.pricing import cost_function
+from llmgather.pricing import batch_prices, cost_function
 from llmgather.types import Request, Result
 
 Source = Iterable[Request] | AsyncIterable[Request]
+Lane = Engine | BatchLane
+"""How one model's requests go: online, or through its provider's batch API."""
 _DONE = object()
 
 
@@ -47,6 +53,8 @@ class Outcome:
     written: int
     cut_off: int
     """Requests in flight when the run was cut short (a second signal, the grace ended): not written."""
+    live_batches: int = 0
+    """Batches left running at the provider (`--detach`, a signal, a stop): a resume collects them."""
 
 
 class Run:
@@ -64,8 +72,9 @@ class Run:
         self._cache = cache
         self.budget = budget if budget is not None else _budget(config)
         self._backends = dict(backends or {})
-        self.engines: list[Engine] = []
+        self.engines: list[Lane] = []
         self.fallbacks: list[Engine] = []
+        self.journal: Journal | None = None
         self.stopped: list[RunStopped] = []
         self._drains: set[asyncio.Task[None]] = set()
         self.cut_off = 0
@@ -73,7 +82,10 @@ class Run:
     async def __aenter__(self) -> Run:
         try:
             self.fallbacks = [self._engine(c) for c in self.config.fallbacks]
-            self.engines = [self._engine(c, self.fallbacks) for c in self.config.models]
+            if self.config.batch is None:
+                self.engines = [self._engine(c, self.fallbacks) for c in self.config.models]
+            else:
+                self.engines = [self._batch_lane(c) for c in self.config.models]
         except BaseException:
             await self.aclose()
             raise
@@ -86,7 +98,9 @@ class Run:
 
     async def aclose(self) -> None:
         everyone, self.engines, self.fallbacks = self.everyone, [], []
-        await asyncio.gather(*(e.backend.aclose() for e in everyone), return_exceptions=True)
+        await asyncio.gather(*(e.aclose() for e in everyone), return_exceptions=True)
+        if self.journal is not None:
+            self.journal.close()
 
     def _engine(self, config: ModelConfig, fallbacks: Sequence[Engine] = ()) -> Engine:
         backend = self._backends.get(config.model)
@@ -112,8 +126,34 @@ class Run:
             default_max_tokens=config.default_max_tokens,
         )
 
+    def _batch_lane(self, config: ModelConfig) -> BatchLane:
+        """The model's batch lane, and the online engine that `--by` spills to."""
+        batch, output = self.config.batch, self.config.output
+        assert batch is not None and output is not None, "RunConfig.check_batch() guarantees both"
+        if self.journal is None:
+            path = journal_path(output)
+            if not self.config.resume:
+                _refuse_live_batches(path)
+            self.journal = Journal.open(path, fresh=not self.config.resume)
+        online = self._engine(config)
+        config.check_key()
+        api = make_batch_api(config.model, api_base=config.api_base, api_key=config.api_key)
+        prices = config.price()
+        return BatchLane(
+            api,
+            self.journal,
+            online,
+            options=batch,
+            retry=config.retry,
+            cost=cost_function(batch_prices(config.model, prices)),
+            online_cost=cost_function(prices),
+            cache=self._cache,
+            budget=self.budget,
+            api_base=config.api_base,
+        )
+
     @property
-    def everyone(self) -> list[Engine]:
+    def everyone(self) -> list[Lane]:
         return [*self.engines, *self.fallbacks]
 
     def stats(self) -> list[EngineStats]:
@@ -159,7 +199,7 @@ class Run:
 
     async def _drain(
         self,
-        engine: Engine,
+        engine: Lane,
         source: Source,
         skip: ResumeState | None,
         queue: asyncio.Queue[object],
@@ -211,7 +251,8 @@ class Run:
             await stream.aclose()
         interrupted = any(engine.stop_reason == StopReason.SIGNAL for engine in self.everyone)
         wall_s = time.monotonic() - started
-        return Outcome(self.stats(), wall_s, list(self.stopped), interrupted, failed, written, self.cut_off)
+        live = len(self.journal.live_parts()) if self.journal is not None else 0
+        return Outcome(self.stats(), wall_s, list(self.stopped), interrupted, failed, written, self.cut_off, live)
 
     def stop(self, reason: StopReason) -> None:
         """Admit nothing more; what is in flight finishes."""
@@ -225,6 +266,18 @@ class Run:
         for task in self._drains:
             task.cancel()
         return in_flight
+
+
+def _refuse_live_batches(path: Path) -> None:
+    """Starting afresh would forget batches still running at the provider, which are paid for."""
+    journal = Journal.peek(path)
+    live = journal.live_parts() if journal is not None else []
+    if live:
+        raise InputError(
+            f"{len(live)} batches of an earlier run are still live: collect them with --resume, or cancel them "
+            f"with `llmgather batches {path.name.removesuffix(SUFFIX)} --cancel`",
+            source=str(path),
+        )
 
 
 def _budget(config: RunConfig) -> Budget | None:

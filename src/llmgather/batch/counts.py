@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -16,6 +18,17 @@ class BatchView:
     total: int
     done: int
     failed: int
+    submitted_at: float
+    """Unix time."""
+
+    def eta_s(self, now: float) -> float | None:
+        """Left of it, at the pace it has kept since it was submitted; None before it has done anything."""
+        if self.state == "ended":
+            return 0.0
+        if not self.done or not self.total:
+            return None
+        elapsed = now - self.submitted_at
+        return max(0.0, elapsed * (self.total - self.done) / self.done)
 
 
 @dataclass(slots=True)
@@ -36,7 +49,27 @@ class BatchCounts:
     views: dict[int, BatchView] = field(default_factory=dict)
     """Each batch by its part number."""
 
-    @property
     def eta_s(self) -> float | None:
-        """Left to wait, from the batches' progress so far; None until they have made some."""
-        return None
+        """Left to wait for the batches still live, from their progress so far; None until each has made some."""
+        now = time.time()
+        longest = 0.0
+        for view in self.views.values():
+            eta = view.eta_s(now)
+            if eta is None:
+                return None
+            longest = max(longest, eta)
+        return longest
+
+    def states_text(self) -> str:
+        """'2 in_progress 340/1,000, 1 validating, 3 ended'."""
+        live = [view for view in self.views.values() if view.state != "ended"]
+        by_state = Counter(view.state for view in self.views.values())
+        done, total = sum(v.done for v in live), sum(v.total for v in live)
+        parts = [
+            f"{count} {state}" + (f" {done:,}/{total:,}" if state == "in_progress" else "")
+            for state, count in sorted(by_state.items(), key=lambda kv: _ORDER.index(kv[0]))
+        ]
+        return "batches " + (", ".join(parts) or "none yet")
+
+
+_ORDER = ["validating", "in_progress", "finalizing", "ended"]

@@ -4,6 +4,7 @@ It is a JSON-lines file beside the output (`OUT.batches.jsonl`), appended to and
 
     {"run": "3f9c...", "started": 1764160000.0}                                 the run's tag, once
     {"part": 4, "model": "openai/gpt-5-mini", "intent": <time>, "ids": [...]}  before a batch is submitted
+                                                    (and "api_base", when the model has one of its own)
     {"part": 4, "batch": "batch_abc", "submitted": <time>}                     once the provider named it
     {"part": 4, "collected": <time>}                                           its results are all handed on
     {"part": 4, "refused": <time>}                                             never created, or failed whole
@@ -36,6 +37,10 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + SUFFIX)
 
 
+def custom_id(run: str, part: int, index: int) -> str:
+    return f"{run}-p{part}-{index}"
+
+
 @dataclass(slots=True)
 class Part:
     """One batch of one model's requests, as the journal knows it."""
@@ -45,6 +50,8 @@ class Part:
     model: str
     ids: list[RequestId]
     intent_at: float
+    api_base: str | None = None
+    """The endpoint it was sent to, when not the provider's own (so `llmgather batches OUT` can ask it)."""
     batch_id: str | None = None
     submitted_at: float | None = None
     ended: bool = False
@@ -55,7 +62,7 @@ class Part:
         return not self.ended
 
     def custom_id(self, index: int) -> str:
-        return f"{self.run}-p{self.number}-{index}"
+        return custom_id(self.run, self.number, index)
 
     def index_of(self, custom_id: str) -> int | None:
         """The index into `ids` a custom id of this part names, or None if it names none."""
@@ -97,11 +104,17 @@ class Journal:
     def live_parts(self, model: str | None = None) -> list[Part]:
         return [p for p in self.parts.values() if p.live and (model is None or p.model == model)]
 
-    def intend(self, model: str, ids: Sequence[RequestId]) -> Part:
+    @property
+    def next_part(self) -> int:
+        """The number the next part `intend`ed gets."""
+        return max(self.parts, default=0) + 1
+
+    def intend(self, model: str, ids: Sequence[RequestId], api_base: str | None = None) -> Part:
         """Record a part before it is submitted."""
-        number = max(self.parts, default=0) + 1
-        part = Part(self.run, number, model, list(ids), time.time())
-        self._append({"part": number, "model": model, "intent": round(part.intent_at, 3), "ids": part.ids})
+        number = self.next_part
+        part = Part(self.run, number, model, list(ids), time.time(), api_base)
+        entry = {"part": number, "model": model, "intent": round(part.intent_at, 3), "ids": part.ids}
+        self._append(entry | ({"api_base": api_base} if api_base is not None else {}))
         self.parts[number] = part
         return part
 
@@ -161,7 +174,10 @@ def _read(path: Path) -> tuple[str, dict[int, Part]]:
                 ids = entry["ids"]
                 if not isinstance(ids, list):
                     raise TypeError
-                parts[part_number] = Part(run or "", part_number, str(entry["model"]), ids, float(entry["intent"]))
+                api_base = entry.get("api_base")
+                parts[part_number] = Part(
+                    run or "", part_number, str(entry["model"]), ids, float(entry["intent"]), api_base
+                )
                 continue
             part = parts.get(part_number)
             if part is None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from llmgather.backends.redact import redact
 from llmgather.batch.api import BatchApi, BatchState, BatchStatus, EndedAs
 from llmgather.batch.counts import BatchCounts, BatchView
-from llmgather.batch.journal import Journal, Part
+from llmgather.batch.journal import Journal, Part, custom_id
 from llmgather.budget import Budget, to_units
 from llmgather.config import BatchOptions
 from llmgather.engine import Engine, EngineStats, ResultCache, StopReason, each_request
@@ -38,6 +38,7 @@ from llmgather.limits import Limits, TokenEstimator
 from llmgather.limits.gate import CostFn
 from llmgather.limits.tokens import tiktoken_counter
 from llmgather.retry import RetryPolicy
+from llmgather.stats import LatencyHistogram
 from llmgather.types import ErrorInfo, Request, RequestId, Response, Result
 
 FIRST_POLL_S, LONGEST_POLL_S, POLL_GROWTH = 2.0, 60.0, 1.5
@@ -80,6 +81,7 @@ class BatchLane:
         online_cost: CostFn | None = None,
         cache: ResultCache | None = None,
         budget: Budget | None = None,
+        api_base: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -95,6 +97,7 @@ class BatchLane:
         self._online_cost = online_cost
         self._cache = cache
         self._budget = budget
+        self._api_base = api_base
         self._clock = clock
         self._sleep = sleep
         self._estimator = TokenEstimator(tiktoken_counter(self.model))
@@ -118,6 +121,9 @@ class BatchLane:
         self._tally_failed = 0
         self._tally_succeeded = 0
         self._tally_cached = 0
+        self._resent = 0
+        self._latency = LatencyHistogram()
+        """Of every result, batch and online: from submission to the answer read."""
 
     # -- the way in ------------------------------------------------------------------------------
 
@@ -212,39 +218,48 @@ class BatchLane:
 
     async def _submit_waiting(self) -> None:
         while self._waiting and not (self._held_back or self._no_more) and self.stop_reason is None:
-            chosen = self._next_part()
+            chosen, lines = self._next_part()
             if not chosen:
                 return
-            part = self.journal.intend(self.model, [item.request.id for item in chosen])
+            part = self.journal.intend(self.model, [item.request.id for item in chosen], self._api_base)
             for item in chosen:
                 item.part, item.attempts = part.number, item.attempts + 1
                 item.first_sent = item.first_sent or time.time()
-            lines = [self.api.encode(part.custom_id(i), item.request) for i, item in enumerate(chosen)]
             batch_id = await self._create(part, lines)
             if batch_id is None:
                 return
             self.journal.submitted(part, batch_id)
             self.counts.submitted += 1
             self._live[part.number] = _Live(part, self._clock() + FIRST_POLL_S)
-            self.counts.views[part.number] = BatchView(part.number, batch_id, "validating", len(chosen), 0, 0)
+            view = BatchView(part.number, batch_id, "validating", len(chosen), 0, 0, time.time())
+            self.counts.views[part.number] = view
         if not self._waiting and self._options.detach:
             self.detached = True
 
-    def _next_part(self) -> list[_Item]:
-        """The next requests to submit together: within the provider's caps, `--batch-size` and the budget."""
+    def _next_part(self) -> tuple[list[_Item], list[bytes]]:
+        """The next requests to submit together, and their lines: within the provider's caps, `--batch-size` and
+        the budget. A request the provider's batch cannot carry faithfully fails here, as it would online."""
         most = min(self.api.max_requests, self._options.size or self.api.max_requests, self._cap or math.inf)
+        number = self.journal.next_part
         chosen: list[_Item] = []
+        lines: list[bytes] = []
         size = 0
         while self._waiting and len(chosen) < most:
             item = self._waiting[0]
-            line = len(self.api.encode(f"{self.journal.run}-p0-0", item.request)) + 1
-            if chosen and size + line > self.api.max_bytes:
+            try:
+                line = self.api.encode(custom_id(self.journal.run, number, len(chosen)), item.request)
+            except RequestError as error:
+                self._waiting.pop(0)
+                self._failures.append(self._failure(item, error, None))
+                continue
+            if chosen and size + len(line) + 1 > self.api.max_bytes:
                 break
             if not self._take_budget(item):
                 break
             chosen.append(self._waiting.pop(0))
-            size += line
-        return chosen
+            lines.append(line)
+            size += len(line) + 1
+        return chosen, lines
 
     def _take_budget(self, item: _Item) -> bool:
         budget = self._budget
@@ -335,8 +350,9 @@ class BatchLane:
         live.status = status
         live.interval = min(live.interval * POLL_GROWTH, LONGEST_POLL_S)
         live.next_poll = self._clock() + live.interval
+        submitted_at = live.part.submitted_at or time.time()
         self.counts.views[live.part.number] = BatchView(
-            live.part.number, status.id, status.state.value, status.total, status.done, status.failed
+            live.part.number, status.id, status.state.value, status.total, status.done, status.failed, submitted_at
         )
         return status
 
@@ -402,6 +418,7 @@ class BatchLane:
             self._failures.append(self._failure(item, why, None))
             return None
         item.part = None
+        self._resent += 1
         self._waiting.append(item)
         return None
 
@@ -465,6 +482,7 @@ class BatchLane:
             return
         async for result in self.online.results(rest):
             result.lane = "online"
+            self._latency.add(result.latency_s)
             self.counts.online += 1
             yield result
 
@@ -492,12 +510,14 @@ class BatchLane:
         self.counts.batched += 1
         self._tally_succeeded += 1
         request = item.request
+        latency_s = time.time() - (item.first_sent or time.time())
+        self._latency.add(latency_s)
         result = Result(
             id=request.id,
             model=self.model,
             content=response.content,
             usage=usage,
-            latency_s=time.time() - (item.first_sent or time.time()),
+            latency_s=latency_s,
             attempts=item.attempts,
             cost_usd=cost,
             finish_reason=response.finish_reason,
@@ -570,6 +590,10 @@ class BatchLane:
             prompt_tokens=online.prompt_tokens + counts.prompt_tokens,
             completion_tokens=online.completion_tokens + counts.completion_tokens,
             cost_usd=online.cost_usd + counts.batch_cost_usd,
+            retries=online.retries + self._resent,
+            latency_p50_s=self._latency.percentile(50),
+            latency_p95_s=self._latency.percentile(95),
+            latency_p99_s=self._latency.percentile(99),
             stopped_by=self._stopped_by() or online.stopped_by,
             batch=counts,
         )

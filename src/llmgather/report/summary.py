@@ -37,7 +37,27 @@ def summary_lines(all_stats: Sequence[EngineStats], wall_s: float) -> list[str]:
         lines.append(f"  pace       {pace_text(stats.limiter)}")
         if stats.cost_usd:
             lines.append(f"  cost       ${stats.cost_usd:.4f}")
+        if stats.batch is not None:
+            lines.extend(_batch_lines(stats))
         lines.append(f"  time       {wall_s:.2f}s wall, {rate:.1f} req/s")
+    return lines
+
+
+def _batch_lines(stats: EngineStats) -> list[str]:
+    """How the work went each way, and what the batches saved against sending everything online."""
+    counts = stats.batch
+    assert counts is not None
+    online_cost = stats.cost_usd - counts.batch_cost_usd
+    lines = [
+        f"  batches    {counts.submitted} submitted this run; {counts.batched} results through batches"
+        f" (${counts.batch_cost_usd:.4f}), {counts.online} sent online after --by (${online_cost:.4f})"
+    ]
+    if counts.batch_online_price_usd:
+        all_online = counts.batch_online_price_usd + online_cost
+        lines.append(
+            f"  saved      ${all_online - stats.cost_usd:.4f}: ${stats.cost_usd:.4f} against ${all_online:.4f}"
+            f" all online ({stats.cost_usd / all_online:.2f}x)"
+        )
     return lines
 
 

@@ -41,6 +41,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/cache.py
 	$(BIN)/python bench/anthropic_path.py
+	$(BIN)/python bench/batch_routes.py
 
 bench-memory: $(VENV)/.dev
 	$(BIN)/python bench/memory.py

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from llmgather.cache import ResponseCache
-    from llmgather.config import BatchOptions, RunConfig
+    from llmgather.config import RunConfig
     from llmgather.io import OutputFile, ResumeState
     from llmgather.io.rows import Template
     from llmgather.runner import Outcome
@@ -399,21 +399,11 @@ def _run_config(options: RunOptions) -> RunConfig:
         max_cost=options.max_cost,
         max_requests=options.max_requests,
         grace=options.grace,
-        batch=_batch_options(options),
+        batch=options.batch,
+        by=options.batch_by,
+        batch_size=options.batch_size,
+        detach=options.detach,
     )
-
-
-def _batch_options(options: RunOptions) -> BatchOptions | None:
-    from llmgather.config import BatchOptions
-    from llmgather.errors import InputError
-
-    if not options.batch:
-        given = {"--by": options.batch_by, "--batch-size": options.batch_size, "--detach": options.detach}
-        for flag, value in given.items():
-            if value:
-                raise InputError(f"{flag} goes with --batch")
-        return None
-    return BatchOptions.build(by=options.batch_by, size=options.batch_size, detach=options.detach)
 
 
 def _template(options: RunOptions) -> Template | None:

@@ -113,7 +113,10 @@ MODEL_SETTINGS = frozenset(
 MODEL_KEYWORDS = MODEL_SETTINGS | {"api_key", "prices"}
 """`ModelConfig.build`'s keywords: the settings, a key given directly, and prices by model."""
 RUN_KEYWORDS = frozenset(
-    {"output", "resume", "retry_failed", "overwrite", "cache_deterministic_only", "max_cost", "max_requests", "grace"}
+    {
+        *("output", "resume", "retry_failed", "overwrite", "cache_deterministic_only", "max_cost", "max_requests"),
+        *("grace", "batch", "by", "batch_size", "detach"),
+    }
 )
 """`RunConfig.build`'s keywords besides the models."""
 
@@ -436,6 +439,18 @@ class BatchOptions:
         return cls(by_s, _optional("--batch-size", size, low=1, low_open=False, whole=True), bool(detach))
 
 
+def _batch_options(batch: Any, by: float | str | None, size: int | None, detach: Any) -> BatchOptions | None:
+    if not isinstance(batch, bool) or not isinstance(detach, bool):
+        raise InputError("batch= and detach= take True or False")
+    if batch:
+        return BatchOptions.build(by=by, size=size, detach=detach)
+    given = {"--by (by=)": by, "--batch-size (batch_size=)": size, "--detach (detach=)": detach}
+    for flag, value in given.items():
+        if value not in (None, False):
+            raise InputError(f"{flag} goes with --batch (batch=True)")
+    return None
+
+
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -495,8 +510,13 @@ class RunConfig:
         max_cost: float | None = None,
         max_requests: int | None = None,
         grace: float = 10.0,
-        batch: BatchOptions | None = None,
+        batch: bool = False,
+        by: float | str | None = None,
+        batch_size: int | None = None,
+        detach: bool = False,
     ) -> RunConfig:
+        """`batch=True` sends through the providers' batch APIs; `by`, `batch_size` and `detach` are
+        `--by`, `--batch-size` and `--detach`, and go with it."""
         fallback_names = {c.model for c in fallbacks}
         firsts = tuple(c for c in models if c.model not in fallback_names)
         if not models:
@@ -525,9 +545,9 @@ class RunConfig:
             max_cost=_optional("max_cost", max_cost),
             max_requests=_optional("max_requests", max_requests, low=1, low_open=False, whole=True),
             grace_s=_number("grace", grace, low_open=False),
-            batch=batch,
+            batch=_batch_options(batch, by, batch_size, detach),
         )
-        if batch is not None:
+        if config.batch is not None:
             config.check_batch()
         if config.max_cost is not None:
             for c in config.everyone:

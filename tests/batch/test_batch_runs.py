@@ -1,0 +1,291 @@
+"""`llmgather run --batch` end to end: the command line against the fake provider process, as a user runs it.
+
+Half price, every id once and right, crashes (SIGKILL during submission and polling, resumed each time) that
+neither lose a result nor pay for one twice, `--by` spilling to online, `--detach` then `--resume`, and
+`llmgather batches OUT [--cancel]`. What was paid for is read from the fake's log: each batch created (its
+custom ids, prompts and tags), cancelled and ended.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FakeServer, read_jsonl, reaped, run_cli, start_cli, write_jsonl
+from test_durability import assert_each_id_once_and_right, prompts
+
+from llmgather.batch.journal import Journal
+from llmgather.fake import prompt_digest
+
+ANTHROPIC_KEY = "sk-ant-api03-fake-key-for-the-batch-tests-0123456789"
+PRICE = ("--price", "openai/fake=1,2", "--price", "anthropic/fake=1,2")
+"""$1 and $2 a million prompt and completion tokens online; a batch bills half."""
+
+
+def base_of(server: FakeServer, model: str) -> str:
+    """Anthropic's base is the server's root; OpenAI's ends in /v1."""
+    return server.url.removesuffix("/v1") if model.startswith("anthropic/") else server.url
+
+
+def run_args(server: FakeServer, source: Path, out: Path, model: str, *args: str) -> list[str]:
+    key = ("--api-key-env", "ANTHROPIC_API_KEY") if model.startswith("anthropic/") else ()
+    return ["run", str(source), "-o", str(out), "-m", model, "--api-base", base_of(server, model), *key, *args]
+
+
+def batch_run(server: FakeServer, source: Path, out: Path, *args: str, model: str = "openai/fake") -> Any:
+    done = run_cli(*run_args(server, source, out, model, "--batch", *args), env={"ANTHROPIC_API_KEY": ANTHROPIC_KEY})
+    return done
+
+
+def log_events(log: Path, event: str) -> list[dict[str, Any]]:
+    return [entry for entry in map(json.loads, log.read_text().splitlines()) if entry.get("event") == event]
+
+
+def online_price(usage: dict[str, int]) -> float:
+    return (usage["prompt_tokens"] * 1 + usage["completion_tokens"] * 2) / 1e6
+
+
+def assert_half_price(out: Path) -> None:
+    for row in read_jsonl(out):
+        assert row["cost_usd"] == pytest.approx(online_price(row["usage"]) / 2, rel=1e-6), row
+
+
+# -- 1. a whole run --------------------------------------------------------------------------------
+
+
+def test_a_batch_run_answers_every_id_once_at_half_price(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server(
+        *("--batch-seconds", "2", "--batch-error-rate", "0.02", "--batch-max-requests", "400", "--log", str(log))
+    )
+    records = prompts(2000, "batched")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    done = batch_run(server, source, out, "--batch-size", "400", *PRICE)
+    assert done.returncode == 0, done.stderr
+    assert_each_id_once_and_right(out, records)
+    rows = read_jsonl(out)
+    assert all(row["lane"] == "batch" and row["error"] is None for row in rows)
+    assert_half_price(out)
+    stats = server.stats()
+    created = log_events(log, "batch_created")
+    assert {row["batch_id"] for row in rows} <= {entry["batch"] for entry in created}
+    assert stats["requests"] == 0  # nothing online
+    assert stats["answered"] == 2000 and stats["answered_twice"] == 0
+    # 2000 in five parts of 400, then the ~2% transient errors again in smaller ones.
+    assert sum(len(entry["custom_ids"]) == 400 for entry in created) == 5
+    retried = sum(row["attempts"] > 1 for row in rows)
+    assert 0 < retried < 200 and sum(len(e["custom_ids"]) for e in created) >= 2000 + retried
+    batch_line = re.search(r"batches +(\d+) submitted this run; (\d+) results through batches", done.stderr)
+    assert batch_line is not None, done.stderr
+    assert int(batch_line[1]) == len(created) and int(batch_line[2]) == 2000
+    assert "0 sent online after --by" in done.stderr
+    assert re.search(r"saved +\$[0-9.]+: \$[0-9.]+ against \$[0-9.]+ all online \(0\.50x\)", done.stderr), done.stderr
+
+
+# -- 2, 3. killed and resumed --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["openai/fake", "anthropic/fake"])
+def test_killed_in_submission_and_polling_resumed_each_time_nothing_lost_nothing_paid_twice(
+    fake_server: Callable[..., FakeServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    log = tmp_path / "provider.log"
+    server = fake_server(
+        *("--batch-seconds", "3", "--batch-error-rate", "0.02", "--batch-max-requests", "400", "--log", str(log))
+    )
+    records = prompts(2000, "crash")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.jsonl.batches.jsonl"
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    # Three kills where each lands for sure (a part being submitted in the first run; polling, before the
+    # first batches end; results being read and written), then one anywhere the run then is.
+    phases = ["submission", "polling", "collecting", rng.choice(["submission", "polling", "collecting"])]
+    kills = 0
+    for n, phase in enumerate(phases):
+        args = run_args(server, source, out, model, "--batch", "--batch-size", "400", "--quiet", *PRICE)
+        process = start_cli(*args, *(["--resume"] if n else []))
+        with reaped(process):
+            if phase == "submission":
+                _wait_to_grow(journal, b'"intent"', process)
+                after_s = rng.uniform(0, 0.04)
+            elif phase == "polling":
+                after_s = rng.uniform(1.0, 2.5)
+            else:
+                _wait_to_grow(out, b"\n", process)
+                after_s = rng.uniform(0, 0.03)
+            threading.Timer(after_s, _kill, [process]).start()
+            process.wait(timeout=60)
+        if process.returncode == 0 and n >= 3:
+            break  # the last, random kill came after the end: three have landed
+        assert process.returncode == -signal.SIGKILL, f"seed {seed}, kill {n} ({phase}): {process.returncode}"
+        kills += 1
+    assert kills >= 3
+    final = run_cli(*args, "--resume", env={"ANTHROPIC_API_KEY": ANTHROPIC_KEY})
+    assert final.returncode == 0, f"seed {seed}: {final.stderr}"
+    assert_each_id_once_and_right(out, records)
+    assert_half_price(out)
+    assert all(row["lane"] == "batch" and row["batch_id"] for row in read_jsonl(out))
+    stats = server.stats()  # settles every batch: each one's end is in the log
+    assert stats["answered"] == 2000 and stats["answered_twice"] == 0, f"seed {seed}"
+    assert_never_two_live_batches_for_one_prompt(log, {prompt_digest(str(r["prompt"])) for r in records}, seed)
+    assert not Journal.peek(journal).live_parts()  # type: ignore[union-attr]
+
+
+def _count(path: Path, needle: bytes) -> int:
+    return path.read_bytes().count(needle) if path.exists() else 0
+
+
+def _wait_to_grow(path: Path, needle: bytes, process: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
+    """Until `path` holds one more `needle` than now (a part intended, a result written)."""
+    before = _count(path, needle)
+    deadline = time.monotonic() + timeout_s
+    while _count(path, needle) <= before:
+        assert process.poll() is None, f"the run ended ({process.returncode}) before the moment to kill it"
+        assert time.monotonic() < deadline, "the moment to kill the run never came"
+        time.sleep(0.002)
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+
+
+def assert_never_two_live_batches_for_one_prompt(log: Path, ours: set[str], seed: int) -> None:
+    """From the fake's log: no part was created twice, and no prompt was in two batches live at the same time."""
+    created = log_events(log, "batch_created")
+    ended = {entry["batch"]: entry["t"] for entry in log_events(log, "batch_ended")}
+    parts = Counter(
+        {cid.rpartition("-")[0] for cid in entry["custom_ids"]}.pop() for entry in created if entry["custom_ids"]
+    )
+    assert all(n == 1 for n in parts.values()), f"seed {seed}: parts created twice: {parts.most_common(3)}"
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for entry in created:
+        for digest in entry["prompts"]:
+            spans.setdefault(digest, []).append((entry["t"], ended[entry["batch"]]))
+    assert set(spans) == ours
+    for digest, lives in spans.items():
+        lives.sort()
+        for (_, end), (start, _) in itertools.pairwise(lives):
+            assert end <= start, f"seed {seed}: prompt {digest} in two live batches ({lives})"
+
+
+# -- 4. a deadline ---------------------------------------------------------------------------------------
+
+
+def test_by_cancels_the_late_batches_and_sends_the_rest_online_answering_each_once(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    # OpenAI validates for the first 10% of a batch's time (6 s), so by 10 s about a tenth is answered.
+    server = fake_server("--batch-seconds", "60", "--log", str(log))
+    records = prompts(300, "deadline")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    done = batch_run(server, source, out, "--by", "10s", "--batch-size", "100", *PRICE)
+    assert done.returncode == 0, done.stderr
+    assert_each_id_once_and_right(out, records)
+    rows = read_jsonl(out)
+    lanes = Counter(row["lane"] for row in rows)
+    assert lanes["batch"] > 0 and lanes["online"] > 0 and lanes["batch"] + lanes["online"] == 300, lanes
+    for row in rows:
+        share = 0.5 if row["lane"] == "batch" else 1.0
+        assert row["cost_usd"] == pytest.approx(online_price(row["usage"]) * share, rel=1e-6), row
+        assert (row.get("batch_id") is not None) == (row["lane"] == "batch"), row
+    stats = server.stats()
+    assert stats["answered"] == 300 and stats["answered_twice"] == 0  # nothing paid twice
+    assert stats["requests"] == lanes["online"]
+    cancelled = {entry["batch"] for entry in log_events(log, "batch_cancel")}
+    assert cancelled == {entry["batch"] for entry in log_events(log, "batch_created")} and len(cancelled) == 3
+    split = re.search(
+        r"(\d+) results through batches \(\$([0-9.]+)\), (\d+) sent online after --by \(\$([0-9.]+)\)", done.stderr
+    )
+    assert split is not None, done.stderr
+    assert (int(split[1]), int(split[3])) == (lanes["batch"], lanes["online"])
+    batch_cost = sum(row["cost_usd"] for row in rows if row["lane"] == "batch")
+    online_cost = sum(row["cost_usd"] for row in rows if row["lane"] == "online")
+    assert (float(split[2]), float(split[4])) == (round(batch_cost, 4), round(online_cost, 4))
+    all_online = sum(online_price(row["usage"]) for row in rows)
+    saved = re.search(r"saved +\$([0-9.]+): \$([0-9.]+) against \$([0-9.]+) all online", done.stderr)
+    assert saved is not None, done.stderr
+    assert float(saved[3]) == round(all_online, 4) and float(saved[2]) == round(batch_cost + online_cost, 4)
+
+
+# -- 5. detached ---------------------------------------------------------------------------------------
+
+
+def test_detach_submits_and_exits_then_resume_collects_everything(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "6", "--batch-error-rate", "0.02", "--log", str(log))
+    records = prompts(500, "detached")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    detached = batch_run(server, source, out, "--batch-size", "200", "--detach")
+    assert detached.returncode == 0, detached.stderr
+    assert read_jsonl(out) == [] if out.exists() else True
+    batches = server.stats()["batches"]
+    # It did not wait for them: all three are still running at the provider.
+    assert batches["created"] == 3 and batches["requests"] == 500 and "completed" not in batches["by_state"]
+    command = detached.stderr.split("To collect the rest, run:\n", 1)[1].strip().splitlines()[0]
+    assert command.startswith("llmgather run ") and command.endswith("--resume") and "--detach" not in command
+
+    resumed = run_cli(*command.split()[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_each_id_once_and_right(out, records)
+    assert all(row["lane"] == "batch" for row in read_jsonl(out))
+    stats = server.stats()
+    assert stats["answered"] == 500 and stats["answered_twice"] == 0
+    created = log_events(log, "batch_created")
+    assert len({entry["batch"] for entry in created}) == len(created)
+    assert sum(len(entry["custom_ids"]) for entry in created[:3]) == 500  # the resume created only retries
+
+
+# -- 6. listing and cancelling ---------------------------------------------------------------------------
+
+
+def test_batches_lists_the_parts_and_cancel_cancels_the_live_ones(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "60", "--log", str(log))
+    records = prompts(250, "listed")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    assert batch_run(server, source, out, "--batch-size", "100", "--detach").returncode == 0
+    ids = [entry["batch"] for entry in log_events(log, "batch_created")]
+    assert len(ids) == 3
+
+    listed = run_cli("batches", str(out))
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.splitlines()[1:]
+    assert len(rows) == 3
+    for number, (row, batch_id) in enumerate(zip(rows, ids, strict=True), start=1):
+        fields = row.split()
+        assert fields[:3] == [str(number), "openai/fake", batch_id], row
+        assert fields[3] in ("validating", "in_progress"), row
+    assert [row.split()[-2].split("/")[1] for row in rows] == ["100", "100", "50"]
+
+    cancelled = run_cli("batches", str(out), "--cancel")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert {entry["batch"] for entry in log_events(log, "batch_cancel")} == set(ids)
+    assert all(row.split()[3] in ("finalizing", "ended") for row in cancelled.stdout.splitlines()[1:]), cancelled.stdout
+    # What a resume then does: collect the cancelled batches and send what they did not answer again.
+    assert server.stats()["answered"] == 0

@@ -8,6 +8,8 @@ custom ids, prompts and tags), cancelled and ended.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
 import random
@@ -17,11 +19,13 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from conftest import FakeServer, read_jsonl, reaped, run_cli, start_cli, write_jsonl
 from test_durability import assert_each_id_once_and_right, prompts
 
@@ -289,3 +293,80 @@ def test_batches_lists_the_parts_and_cancel_cancels_the_live_ones(
     assert all(row.split()[3] in ("finalizing", "ended") for row in cancelled.stdout.splitlines()[1:]), cancelled.stdout
     # What a resume then does: collect the cancelled batches and send what they did not answer again.
     assert server.stats()["answered"] == 0
+
+
+# -- a creation whose answer was lost -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def losing_proxy(target: str, lose: str) -> Iterator[str]:
+    """A gateway in front of `target` that passes every call on, but answers the first `POST <lose>` with a 502
+    after the provider has acted on it: a batch created whose id never came back. Yields its root URL."""
+    ready: list[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def serve() -> None:
+        lost: list[str] = []
+        async with aiohttp.ClientSession() as session:
+
+            async def forward(request: web.Request) -> web.Response:
+                headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+                body = await request.read()
+                url = target + request.path_qs
+                async with session.request(request.method, url, headers=headers, data=body) as answer:
+                    data = await answer.read()
+                    if request.method == "POST" and request.path == lose and not lost:
+                        lost.append(request.path)
+                        return web.Response(status=502, text="Bad Gateway")
+                    return web.Response(status=answer.status, body=data, content_type=answer.content_type)
+
+            app = web.Application(client_max_size=1 << 30)
+            app.router.add_route("*", "/{tail:.*}", forward)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            stop = asyncio.Event()
+            ready.append((f"http://127.0.0.1:{runner.addresses[0][1]}", asyncio.get_running_loop(), stop))
+            await stop.wait()
+            await runner.cleanup()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert ready, "the proxy did not start"
+        yield ready[0][0]
+    finally:
+        if ready:
+            _, loop, stop = ready[0]
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("model", "lose"), [("openai/fake", "/v1/batches"), ("anthropic/fake", "/v1/messages/batches")]
+)
+def test_a_batch_created_though_its_creation_answered_an_error_is_taken_not_created_again(
+    fake_server: Callable[..., FakeServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, lose: str
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "1", "--log", str(log))
+    records = prompts(250, "lost")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    with losing_proxy(server.url.removesuffix("/v1"), lose) as root:
+        base = root if model.startswith("anthropic/") else root + "/v1"
+        key = ("--api-key-env", "ANTHROPIC_API_KEY") if model.startswith("anthropic/") else ()
+        args = ("run", str(source), "-o", str(out), "-m", model, "--api-base", base, *key)
+        done = run_cli(*args, "--batch", "--batch-size", "100", *PRICE, env={"ANTHROPIC_API_KEY": ANTHROPIC_KEY})
+    assert done.returncode == 0, done.stderr
+    assert_each_id_once_and_right(out, records)
+    stats = server.stats()
+    assert stats["answered"] == 250 and stats["answered_twice"] == 0
+    # The first part's batch was made though its id never came back: it is found and taken, not made again.
+    created = log_events(log, "batch_created")
+    assert len(created) == 3, [entry["custom_ids"][0] for entry in created]
+    assert_never_two_live_batches_for_one_prompt(log, {prompt_digest(str(r["prompt"])) for r in records}, 0)

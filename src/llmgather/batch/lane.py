@@ -197,11 +197,9 @@ class BatchLane:
             part = live.part
             if part.batch_id is not None:
                 continue
-            found = await self.api.find(self._tags(part), since=part.intent_at - 60)
-            known = {p.batch_id for p in self.journal.parts.values()}
-            candidates = [s for s in found if s.id not in known and (s.tags or s.total == len(part.ids))]
-            if len(candidates) == 1:
-                self.journal.submitted(part, candidates[0].id)
+            found = await self._created(part)
+            if found is not None:
+                self.journal.submitted(part, found)
                 continue
             self.journal.refused(part)  # never created (or not told apart): its requests go again
             del self._live[part.number]
@@ -210,6 +208,13 @@ class BatchLane:
                 if item is not None and item.part == part.number:
                     item.part, item.attempts = None, 0
                     self._waiting.append(item)
+
+    async def _created(self, part: Part) -> str | None:
+        """The id of the batch made for `part` though its id never reached the journal, if the provider has one."""
+        found = await self.api.find(self._tags(part), since=part.intent_at - 60)
+        known = {p.batch_id for p in self.journal.parts.values()}
+        candidates = [s for s in found if s.id not in known and (s.tags or s.total == len(part.ids))]
+        return candidates[0].id if len(candidates) == 1 else None
 
     def _tags(self, part: Part) -> dict[str, str]:
         return {"llmgather_run": self.journal.run, "llmgather_part": str(part.number)}
@@ -278,6 +283,11 @@ class BatchLane:
         """Submit a part; None if it was refused (its requests then wait, fail, or the run stops)."""
         for attempt in range(1, SUBMIT_TRIES + 1):
             try:
+                # A failed try may have made the batch all the same (its answer lost on the way back, a
+                # gateway's 502): sent again, it would be a second batch, paid twice. Only one not found goes.
+                found = await self._created(part) if attempt > 1 else None
+                if found is not None:
+                    return found
                 return await self.api.submit(lines, self._tags(part))
             except FatalError as error:
                 self._halt(error)

@@ -370,3 +370,34 @@ def test_a_batch_created_though_its_creation_answered_an_error_is_taken_not_crea
     created = log_events(log, "batch_created")
     assert len(created) == 3, [entry["custom_ids"][0] for entry in created]
     assert_never_two_live_batches_for_one_prompt(log, {prompt_digest(str(r["prompt"])) for r in records}, 0)
+
+
+# -- the deadline is the run's, not each process's ------------------------------------------------------------
+
+
+def test_a_resumed_run_keeps_the_deadline_of_the_run_it_resumes(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "20", "--log", str(log))
+    records = prompts(200, "late")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    assert batch_run(server, source, out, "--by", "30m", "--detach").returncode == 0
+    # As if the run had begun an hour ago (and crashed, or was detached): its 30 minutes are long past.
+    journal = tmp_path / "out.jsonl.batches.jsonl"
+    first, rest = journal.read_text().split("\n", 1)
+    started = json.loads(first) | {"started": json.loads(first)["started"] - 3600}
+    journal.write_text(json.dumps(started) + "\n" + rest)
+    process = start_cli(*run_args(server, source, out, "openai/fake", "--batch", "--by", "30m", "--resume"))
+    with reaped(process):
+        _, stderr = process.communicate(timeout=60)  # a fresh 30 minutes would not end before this
+    assert process.returncode == 0, stderr
+    assert_each_id_once_and_right(out, records)
+    # Cancelled at once, and what the batches had not answered (most: they were barely begun) sent online.
+    assert {entry["batch"] for entry in log_events(log, "batch_cancel")} == {
+        entry["batch"] for entry in log_events(log, "batch_created")
+    }
+    lanes = Counter(row["lane"] for row in read_jsonl(out))
+    assert lanes["online"] > 100 and lanes["online"] + lanes["batch"] == 200, lanes
+    assert server.stats()["answered_twice"] == 0

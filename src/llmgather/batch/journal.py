@@ -2,7 +2,7 @@
 
 It is a JSON-lines file beside the output (`OUT.batches.jsonl`), appended to and synced at each step:
 
-    {"run": "3f9c...", "started": 1764160000.0}                                 the run's tag, once
+    {"run": "3f9c...", "started": 1764160000.0}                 the run's tag and when it began, once
     {"part": 4, "model": "openai/gpt-5-mini", "intent": <time>, "ids": [...]}  before a batch is submitted
                                                     (and "api_base", when the model has one of its own)
     {"part": 4, "batch": "batch_abc", "submitted": <time>}                     once the provider named it
@@ -77,19 +77,21 @@ class Journal:
     path: Path
     run: str
     parts: dict[int, Part] = field(default_factory=dict)
+    started: float | None = None
+    """When the run began (Unix time): a restart keeps its `--by`."""
     _fd: int | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, path: Path, *, fresh: bool) -> Journal:
         """The journal at `path`, read back (`fresh`: started anew, as `--overwrite` does)."""
         if fresh or not path.exists():
-            journal = cls(path, secrets.token_hex(8))
+            journal = cls(path, secrets.token_hex(8), started=round(time.time(), 3))
             journal._start(truncate=True)
-            journal._append({"run": journal.run, "started": round(time.time(), 3)})
+            journal._append({"run": journal.run, "started": journal.started})
             return journal
-        run, parts = _read(path)
+        run, started, parts = _read(path)
         _cut_torn_line(path)
-        journal = cls(path, run, parts)
+        journal = cls(path, run, parts, started)
         journal._start(truncate=False)
         return journal
 
@@ -98,8 +100,8 @@ class Journal:
         """The journal at `path` read back without opening it for writing, or None if there is none."""
         if not path.exists():
             return None
-        run, parts = _read(path)
-        return Journal(path, run, parts)
+        run, started, parts = _read(path)
+        return Journal(path, run, parts, started)
 
     def live_parts(self, model: str | None = None) -> list[Part]:
         return [p for p in self.parts.values() if p.live and (model is None or p.model == model)]
@@ -158,13 +160,16 @@ def _unwritable(path: Path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write the batch journal: {exc.strerror or exc}", path=str(path))
 
 
-def _read(path: Path) -> tuple[str, dict[int, Part]]:
+def _read(path: Path) -> tuple[str, float | None, dict[int, Part]]:
     run: str | None = None
+    started: float | None = None
     parts: dict[int, Part] = {}
     for number, entry in _entries(path):
         source = f"{path}:{number}"
         if "run" in entry:
             run = str(entry["run"])
+            began = entry.get("started")
+            started = float(began) if isinstance(began, int | float) and not isinstance(began, bool) else None
             continue
         part_number = entry.get("part")
         if not isinstance(part_number, int):
@@ -192,7 +197,7 @@ def _read(path: Path) -> tuple[str, dict[int, Part]]:
             ) from None
     if run is None:
         raise InputError("not a batch journal (its first line names no run)", source=str(path))
-    return run, parts
+    return run, started, parts
 
 
 def _cut_torn_line(path: Path) -> None:

@@ -13,8 +13,8 @@ What it promises:
 - Failures are the online ones. Each request's error is classified as online; transient ones and requests
   that expired or were cancelled with their batch go again in a later batch (within `max_retries`), permanent
   ones become error results, and a refused key or a spent quota stops the run.
-- `--by`: whatever the batches have not answered by then is cancelled at the provider, and goes online
-  through `online` under the usual limits.
+- `--by`: whatever the batches have not answered by then (counted from the run's start, which the journal
+  keeps across restarts) is cancelled at the provider, and goes online through `online` under the usual limits.
 """
 
 from __future__ import annotations
@@ -117,13 +117,19 @@ class BatchLane:
         self.stop_reason: StopReason | None = None
         self.detached = False
         self._started = clock()
-        self._deadline = math.inf if options.by_s is None else self._started + options.by_s
+        self._deadline = math.inf if options.by_s is None else self._started + options.by_s - self._ran_before()
         self._tally_failed = 0
         self._tally_succeeded = 0
         self._tally_cached = 0
         self._resent = 0
         self._latency = LatencyHistogram()
         """Of every result, batch and online: from submission to the answer read."""
+
+    def _ran_before(self) -> float:
+        """How long ago the run began: `--by` counts from then, so a restart (after a crash, or to collect a
+        detached run) neither grants the batches a fresh deadline nor makes --by with --detach meaningless."""
+        began = self.journal.started
+        return 0.0 if began is None else max(0.0, time.time() - began)
 
     # -- the way in ------------------------------------------------------------------------------
 

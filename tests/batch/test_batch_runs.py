@@ -401,3 +401,27 @@ def test_a_resumed_run_keeps_the_deadline_of_the_run_it_resumes(
     lanes = Counter(row["lane"] for row in read_jsonl(out))
     assert lanes["online"] > 100 and lanes["online"] + lanes["batch"] == 200, lanes
     assert server.stats()["answered_twice"] == 0
+
+
+# -- failures sent again ------------------------------------------------------------------------------------
+
+
+def test_resume_with_retry_failed_sends_the_failed_requests_in_a_new_batch(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "1", "--log", str(log))
+    records = [{"id": i, "prompt": f"refused {i}" + (" [[batch_permanent]]" if i < 3 else "")} for i in range(20)]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    first = batch_run(server, source, out)
+    assert first.returncode == 1, first.stderr
+    assert sum(row["error"] is not None for row in read_jsonl(out)) == 3
+    again = batch_run(server, source, out, "--resume", "--retry-failed")
+    assert again.returncode == 1, again.stderr  # the fake refuses them every time
+    created = log_events(log, "batch_created")
+    assert len(created) == 2, "the failures were read again from the old batch, not sent"
+    assert sorted(created[1]["prompts"]) == sorted(prompt_digest(str(r["prompt"])) for r in records[:3])
+    rows = read_jsonl(out)
+    assert Counter(row["id"] for row in rows) == Counter(range(20))  # each failure superseded, not duplicated
+    assert {row["id"] for row in rows if row["error"] is not None} == {0, 1, 2}

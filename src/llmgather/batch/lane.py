@@ -393,7 +393,7 @@ class BatchLane:
                 item = self._items.get(part.ids[index])
                 if item is None or item.part != part.number:
                     continue  # answered already, or held by a later part
-                outcome = self._outcome(item, part, answer.response, answer.error)
+                outcome = self._outcome(item, part, answer.response, answer.error, read_before=live.reread)
                 if outcome is not None:
                     yield outcome
         except FatalError as error:
@@ -415,13 +415,19 @@ class BatchLane:
         for result in self._take_failures():
             yield result
 
-    def _outcome(self, item: _Item, part: Part, response: Response | None, error: RequestError | None) -> Result | None:
+    def _outcome(
+        self, item: _Item, part: Part, response: Response | None, error: RequestError | None, *, read_before: bool
+    ) -> Result | None:
         if response is not None:
             return self._success(item, part, response)
         if isinstance(error, FatalError):
             self._halt(error)
             item.part = None  # not written: a resume sends it again
             return None
+        if read_before and error is not None:
+            # A failure an earlier run already read: the output lacks it only if --retry-failed asks for it
+            # again (or a crash lost the line). Written again as it was, it would never be sent again.
+            return self._again(item, error)
         if isinstance(error, PermanentError) or (error is not None and not isinstance(error, TransientError)):
             return self._failure(item, error, part.batch_id)
         return self._again(item, error)

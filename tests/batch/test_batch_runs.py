@@ -425,3 +425,69 @@ def test_resume_with_retry_failed_sends_the_failed_requests_in_a_new_batch(
     rows = read_jsonl(out)
     assert Counter(row["id"] for row in rows) == Counter(range(20))  # each failure superseded, not duplicated
     assert {row["id"] for row in rows if row["error"] is not None} == {0, 1, 2}
+
+
+def test_a_line_that_failed_validation_is_sent_again_by_retry_failed_and_fails_alone(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "1", "--log", str(log))
+    records = [{"id": i, "prompt": f"checked {i}" + (" [[batch_invalid]]" if i == 5 else "")} for i in range(30)]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    first = batch_run(server, source, out)
+    assert first.returncode == 1, first.stderr
+    failed = [row for row in read_jsonl(out) if row["error"] is not None]
+    assert [row["id"] for row in failed] == [5] and "failed validation" in failed[0]["error"]["message"]
+    assert "in.jsonl:6" in failed[0]["error"]["message"]  # the input line that caused it
+    # The batch that failed whole is never read again for its requests: the one line goes in a batch of its own.
+    again = batch_run(server, source, out, "--resume", "--retry-failed")
+    assert again.returncode == 1, again.stderr
+    assert "internal error" not in again.stderr
+    assert len(log_events(log, "batch_created")) == 3
+    journal = read_jsonl(tmp_path / "out.jsonl.batches.jsonl")
+    assert [entry["ids"] for entry in journal if "intent" in entry] == [
+        list(range(30)),
+        [*range(5), *range(6, 30)],
+        [5],
+    ]
+    rows = read_jsonl(out)
+    assert Counter(row["id"] for row in rows) == Counter(range(30))
+    assert [row["id"] for row in rows if row["error"] is not None] == [5]
+
+
+def test_a_cost_budget_lets_each_batch_go_once_the_last_has_settled(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    # Each request is held at its estimate (hundreds of completion tokens, before any is seen) while its batch
+    # runs, and charged what it cost when it ends: the budget covers all 300 answers, not all 300 estimates.
+    server = fake_server("--batch-seconds", "1")
+    records = prompts(300, "budgeted")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    done = batch_run(server, source, out, "--max-cost", "0.02", *PRICE)
+    assert done.returncode == 0, done.stderr
+    assert_each_id_once_and_right(out, records)
+    spent = sum(row["cost_usd"] for row in read_jsonl(out))
+    assert spent <= 0.02
+    assert server.stats()["batches"]["created"] > 1  # not all at once: the estimates did not fit together
+
+
+def test_a_batch_that_failed_whole_while_the_cache_answered_one_of_its_requests(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    server = fake_server("--batch-seconds", "1")
+    records = [{"id": i, "prompt": f"cached {i}" + (" [[batch_invalid]]" if i == 5 else "")} for i in range(10)]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out, cache = tmp_path / "out.jsonl", tmp_path / "cache.sqlite"
+    assert batch_run(server, source, out, "--cache", str(cache), "--detach").returncode == 0
+    # Meanwhile another run, online, puts the answer to one of the batch's requests in the shared cache.
+    other = write_jsonl(tmp_path / "other.jsonl", records[:1])
+    online = run_cli(*run_args(server, other, tmp_path / "other.out.jsonl", "openai/fake", "--cache", str(cache)))
+    assert online.returncode == 0, online.stderr
+    resumed = batch_run(server, source, out, "--cache", str(cache), "--resume")
+    assert resumed.returncode == 1, resumed.stderr  # the invalid line, alone
+    assert "internal error" not in resumed.stderr
+    rows = {row["id"]: row for row in read_jsonl(out)}
+    assert sorted(rows) == list(range(10)) and rows[0]["cached"] is True
+    assert [i for i, row in rows.items() if row["error"] is not None] == [5]

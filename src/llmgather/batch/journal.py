@@ -56,6 +56,8 @@ class Part:
     submitted_at: float | None = None
     ended: bool = False
     """Collected or refused: nothing of it is live at the provider."""
+    refused: bool = False
+    """Never created, or failed whole at the provider: it answered none of its requests."""
 
     @property
     def live(self) -> bool:
@@ -129,7 +131,7 @@ class Journal:
         self._append({"part": part.number, "collected": round(time.time(), 3)})
 
     def refused(self, part: Part) -> None:
-        part.ended = True
+        part.ended = part.refused = True
         self._append({"part": part.number, "refused": round(time.time(), 3)})
 
     def close(self) -> None:
@@ -189,8 +191,10 @@ def _read(path: Path) -> tuple[str, float | None, dict[int, Part]]:
                 raise InputError(f"part {part_number} has no intent line before it", source=source)
             if "batch" in entry:
                 part.batch_id, part.submitted_at = str(entry["batch"]), float(entry["submitted"])
-            elif "collected" in entry or "refused" in entry:
+            elif "collected" in entry:
                 part.ended = True
+            elif "refused" in entry:
+                part.ended = part.refused = True
         except (KeyError, TypeError, ValueError):
             raise InputError(
                 "a batch journal line lacks what it needs: the journal is damaged", source=source

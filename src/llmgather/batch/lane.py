@@ -189,8 +189,8 @@ class BatchLane:
 
     def _hold(self, item: _Item, part: Part) -> bool:
         """Give `item` to the part that holds it, if that part can still answer it."""
-        if part.batch_id is None and part.ended:
-            return False  # refused whole: never at the provider
+        if part.refused:
+            return False  # never created, or failed whole: it answered none of them
         item.part = part.number
         item.attempts = 1
         if part.number not in self._live:
@@ -265,14 +265,15 @@ class BatchLane:
                 continue
             if chosen and size + len(line) + 1 > self.api.max_bytes:
                 break
-            if not self._take_budget(item):
+            if not self._take_budget(item, holding=bool(chosen)):
                 break
             chosen.append(self._waiting.pop(0))
             lines.append(line)
             size += len(line) + 1
         return chosen, lines
 
-    def _take_budget(self, item: _Item) -> bool:
+    def _take_budget(self, item: _Item, *, holding: bool) -> bool:
+        """Hold the budget for `item` while its batch runs. `holding`: the part being built holds some already."""
         budget = self._budget
         if budget is None:
             return True
@@ -281,7 +282,8 @@ class BatchLane:
         if taken:
             item.held = to_units(estimate or 0.0)
             return True
-        if taken is False or not self._live:
+        # None: it fits once what is held settles, which the live batches and the part being built will do.
+        if taken is False or not (self._live or holding):
             self._no_more = True
         return False
 
@@ -312,17 +314,27 @@ class BatchLane:
         return None
 
     def _fail_part(self, part: Part, error: RequestError) -> None:
-        for request_id in part.ids:
-            item = self._items[request_id]
+        for _, item in self._held_by(part):
             self._release(item)
             self._failures.append(self._failure(item, error, None))
 
-    def _unhold(self, part: Part) -> None:
-        """The part went nowhere: its requests are back to wait, uncounted."""
-        for request_id in part.ids:
-            item = self._items[request_id]
+    def _unhold(self, part: Part) -> list[_Item]:
+        """The part went nowhere: its requests are back to wait, uncounted (returned, in the part's order)."""
+        held = [item for _, item in self._held_by(part)]
+        for item in held:
             self._release(item)
             item.part, item.attempts = None, max(0, item.attempts - 1)
+        return held
+
+    def _held_by(self, part: Part) -> list[tuple[int, _Item]]:
+        """The requests `part` holds, with their index in it. After a restart that is not all of its ids: one
+        the output or the cache has answered meanwhile is not this run's to settle."""
+        held = []
+        for index, request_id in enumerate(part.ids):
+            item = self._items.get(request_id)
+            if item is not None and item.part == part.number:
+                held.append((index, item))
+        return held
 
     # -- polling ---------------------------------------------------------------------------------
 
@@ -449,11 +461,11 @@ class BatchLane:
         invalid (the lines named fail, saying why and where in the input; the rest go again)."""
         self.journal.refused(part)
         if status.over_token_limit:
-            if not self._live and len(part.ids) == 1:  # alone over the account's limit: it can never go
-                item = self._items[part.ids[0]]
-                return [self._failure(item, PermanentError(self._token_limit_text(status)), part.batch_id)]
-            self._unhold(part)
-            self._waiting[:0] = [self._items[i] for i in part.ids]
+            held = self._held_by(part)
+            if not self._live and len(part.ids) == 1 and held:  # alone over the account's limit: it can never go
+                error = PermanentError(self._token_limit_text(status))
+                return [self._failure(item, error, part.batch_id) for _, item in held]
+            self._waiting[:0] = self._unhold(part)
             if self._live:
                 self._held_back = True  # until a batch ends and frees its enqueued tokens
             else:
@@ -461,8 +473,7 @@ class BatchLane:
             return []
         named = {p.line: p for p in status.problems if p.line is not None}
         results = []
-        for index, request_id in enumerate(part.ids):
-            item = self._items[request_id]
+        for index, item in self._held_by(part):
             problem = named.get(index + 1)
             if problem is None and named:
                 self._release(item)

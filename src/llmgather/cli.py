@@ -454,9 +454,9 @@ def _resume_line(resume: ResumeState) -> str:
 
 
 def _finish(options: RunOptions, config: RunConfig, outcome: Outcome, cache: ResponseCache | None) -> int:
-    from llmgather.report import summary_lines
-
     if not options.quiet:
+        from llmgather.report import summary_lines  # 10 ms of imports a quiet run has no use for
+
         for line in summary_lines(outcome.stats, outcome.wall_s):
             click.echo(line, err=True)
         if cache is not None:

@@ -303,7 +303,7 @@ def _run(options: RunOptions, *, stdout_closed: bool = False) -> int:
     from llmgather import eventloop
     from llmgather.errors import InputError
     from llmgather.io import OutputFile, open_input
-    from llmgather.runner import opened_cache, refuse_changed_input
+    from llmgather.runner import opened_cache, refuse_changed_input, refuse_live_batches
 
     config = _run_config(options)
     if config.output is None and stdout_closed and not options.dry_run:
@@ -314,6 +314,7 @@ def _run(options: RunOptions, *, stdout_closed: bool = False) -> int:
             _dry_run(source, config)
             return EXIT_OK
         config.check_keys()  # after the dry run: estimating needs no key
+        refuse_live_batches(config)
         guard = {"input": source.path or _stdin_file(options.input_path), "cache": config.cache}
         with (
             opened_cache(config, on_warning=lambda message: _tell(f"warning: {message}")) as cache,

@@ -21,7 +21,7 @@ from llmgather.engine import Engine, EngineStats
 from llmgather.errors import InputError, RequestError
 from llmgather.io import OutputFile, read_results
 from llmgather.io.reader import request_of, requests_from
-from llmgather.runner import Run, opened_cache, refuse_changed_input
+from llmgather.runner import Run, opened_cache, refuse_changed_input, refuse_live_batches
 from llmgather.types import Message, Request, Result
 
 Prompt = str | dict[str, Any] | Request
@@ -79,6 +79,8 @@ class Client:
         **options: Any,
     ) -> None:
         self.config, self._shared_cache = run_config(model, cache=cache, **options)
+        if self.config.batch is not None:
+            raise InputError("a Client answers each call as it comes: batch= goes with llmgather.run or gather")
         self._backends = {model: backend} if backend is not None else None
         self._budget = budget  # shared by every Client given the same one
         self._run: Run | None = None
@@ -175,6 +177,7 @@ async def gather(
     results: list[Result | None] = [None] * len(slot)
     backends = dict.fromkeys(names, backend) if backend is not None else None
     config.check_keys(served=backends or ())  # before the output is opened: --overwrite would empty it
+    refuse_live_batches(config)
     with contextlib.ExitStack() as stack:
         cache = stack.enter_context(opened_cache(config, shared_cache))  # before the output: see opened_cache
         output = done = None

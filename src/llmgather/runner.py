@@ -18,7 +18,6 @@ import signal
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 
 from llmgather.backends import Backend, make_backend
@@ -131,10 +130,7 @@ class Run:
         batch, output = self.config.batch, self.config.output
         assert batch is not None and output is not None, "RunConfig.check_batch() guarantees both"
         if self.journal is None:
-            path = journal_path(output)
-            if not self.config.resume:
-                _refuse_live_batches(path)
-            self.journal = Journal.open(path, fresh=not self.config.resume)
+            self.journal = Journal.open(journal_path(output), fresh=not self.config.resume)
         online = self._engine(config)
         config.check_key()
         api = make_batch_api(config.model, api_base=config.api_base, api_key=config.api_key)
@@ -268,14 +264,19 @@ class Run:
         return in_flight
 
 
-def _refuse_live_batches(path: Path) -> None:
-    """Starting afresh would forget batches still running at the provider, which are paid for."""
+def refuse_live_batches(config: RunConfig) -> None:
+    """Starting afresh, or going on online, would forget batches of an earlier run still running at the
+    provider (paid for) and send their requests a second time: refused (InputError) before the output is
+    touched. Only `--batch --resume` goes on with them."""
+    if config.output is None or (config.batch is not None and config.resume):
+        return
+    path = journal_path(config.output)
     journal = Journal.peek(path)
     live = journal.live_parts() if journal is not None else []
     if live:
         raise InputError(
-            f"{len(live)} batches of an earlier run are still live: collect them with --resume, or cancel them "
-            f"with `llmgather batches {path.name.removesuffix(SUFFIX)} --cancel`",
+            f"{len(live)} batches of an earlier --batch run are still live: collect them with --batch --resume, or "
+            f"cancel them with `llmgather batches {path.name.removesuffix(SUFFIX)} --cancel`",
             source=str(path),
         )
 

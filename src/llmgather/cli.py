@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from llmgather.cache import ResponseCache
-    from llmgather.config import RunConfig
+    from llmgather.config import ModelConfig, RunConfig
     from llmgather.io import OutputFile, ResumeState
     from llmgather.io.rows import Template
+    from llmgather.pricing import Prices
     from llmgather.runner import Outcome
     from llmgather.types import Request
 
@@ -431,7 +432,12 @@ def _dry_run(source: Iterable[Request], config: RunConfig) -> None:
     if config.resume and config.output is not None:
         done = prepare_resume(config.output, retry_failed=config.retry_failed, repair=False)
     estimator = TokenEstimator()
-    estimates = [Estimate(c.model, prices=c.price()) for c in config.models]
+    from llmgather.pricing import batch_prices
+
+    def prices(c: ModelConfig) -> Prices | None:
+        return batch_prices(c.model, c.price()) if config.batch is not None else c.price()
+
+    estimates = [Estimate(c.model, prices=prices(c)) for c in config.models]
     for request in source:
         prompt_tokens = estimator.prompt_tokens(request)
         completion_tokens = estimator.expected_completion(request)  # the default guess: nothing is observed

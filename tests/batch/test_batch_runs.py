@@ -107,12 +107,14 @@ def test_a_batch_run_answers_every_id_once_at_half_price(
 def test_killed_in_submission_and_polling_resumed_each_time_nothing_lost_nothing_paid_twice(
     fake_server: Callable[..., FakeServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str
 ) -> None:
+    # Issue 11's crash test: 5,000 prompts, a 1,000-request batch limit (five batches at least), 2% transient
+    # errors, 3 s batches; killed with SIGKILL during submission and during polling, resumed each time.
     monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
     log = tmp_path / "provider.log"
     server = fake_server(
-        *("--batch-seconds", "3", "--batch-error-rate", "0.02", "--batch-max-requests", "400", "--log", str(log))
+        *("--batch-seconds", "3", "--batch-error-rate", "0.02", "--batch-max-requests", "1000", "--log", str(log))
     )
-    records = prompts(2000, "crash")
+    records = prompts(5000, "crash")
     source = write_jsonl(tmp_path / "in.jsonl", records)
     out = tmp_path / "out.jsonl"
     journal = tmp_path / "out.jsonl.batches.jsonl"
@@ -123,7 +125,7 @@ def test_killed_in_submission_and_polling_resumed_each_time_nothing_lost_nothing
     phases = ["submission", "polling", "collecting", rng.choice(["submission", "polling", "collecting"])]
     kills = 0
     for n, phase in enumerate(phases):
-        args = run_args(server, source, out, model, "--batch", "--batch-size", "400", "--quiet", *PRICE)
+        args = run_args(server, source, out, model, "--batch", "--batch-size", "1000", "--quiet", *PRICE)
         process = start_cli(*args, *(["--resume"] if n else []))
         with reaped(process):
             if phase == "submission":
@@ -147,7 +149,7 @@ def test_killed_in_submission_and_polling_resumed_each_time_nothing_lost_nothing
     assert_half_price(out)
     assert all(row["lane"] == "batch" and row["batch_id"] for row in read_jsonl(out))
     stats = server.stats()  # settles every batch: each one's end is in the log
-    assert stats["answered"] == 2000 and stats["answered_twice"] == 0, f"seed {seed}"
+    assert stats["answered"] == 5000 and stats["answered_twice"] == 0, f"seed {seed}"
     assert_never_two_live_batches_for_one_prompt(log, {prompt_digest(str(r["prompt"])) for r in records}, seed)
     assert not Journal.peek(journal).live_parts()  # type: ignore[union-attr]
 

@@ -493,3 +493,61 @@ def test_a_batch_that_failed_whole_while_the_cache_answered_one_of_its_requests(
     rows = {row["id"]: row for row in read_jsonl(out)}
     assert sorted(rows) == list(range(10)) and rows[0]["cached"] is True
     assert [i for i, row in rows.items() if row["error"] is not None] == [5]
+
+
+# -- a batch made just before a crash ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["openai/fake", "anthropic/fake"])
+def test_a_batch_created_just_before_a_crash_and_never_journaled_is_found_on_resume(
+    fake_server: Callable[..., FakeServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "2", "--log", str(log))
+    records = prompts(300, "unjournaled")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    assert batch_run(server, source, out, "--batch-size", "100", "--detach", model=model).returncode == 0
+    # Killed between the provider making part 3's batch and the journal naming it: its id line never written.
+    journal = tmp_path / "out.jsonl.batches.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(line for line in lines if not line.startswith('{"part":3,"batch"')))
+    assert len(journal.read_text().splitlines()) == len(lines) - 1
+    resumed = batch_run(server, source, out, "--batch-size", "100", "--resume", model=model)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_each_id_once_and_right(out, records)
+    assert len(log_events(log, "batch_created")) == 3  # found, not made again
+    assert server.stats()["answered_twice"] == 0
+    assert len({row["batch_id"] for row in read_jsonl(out)}) == 3
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_leaves_the_batches_running_and_prints_the_resume_command(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "8", "--log", str(log))
+    records = prompts(400, "interrupted")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.jsonl.batches.jsonl"
+    process = start_cli(*run_args(server, source, out, "openai/fake", "--batch", "--batch-size", "100"))
+    with reaped(process):
+        deadline = time.monotonic() + 30
+        while _count(journal, b'"batch":') < 4 and time.monotonic() < deadline:  # all four submitted
+            assert process.poll() is None
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "4 batches are running at the provider" in stderr
+    assert log_events(log, "batch_cancel") == []  # paid for: left to run
+    command = stderr.split("To collect the rest, run:\n", 1)[1].strip().splitlines()[0]
+    assert command.endswith("--resume")
+    resumed = run_cli(*command.split()[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_each_id_once_and_right(out, records)
+    assert len(log_events(log, "batch_created")) == 4 and server.stats()["answered_twice"] == 0

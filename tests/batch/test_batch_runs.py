@@ -301,13 +301,12 @@ def test_batches_lists_the_parts_and_cancel_cancels_the_live_ones(
 
 
 @contextlib.contextmanager
-def losing_proxy(target: str, lose: str) -> Iterator[str]:
-    """A gateway in front of `target` that passes every call on, but answers the first `POST <lose>` with a 502
-    after the provider has acted on it: a batch created whose id never came back. Yields its root URL."""
+def failing_gateway(target: str, fails: Callable[[web.Request], bool]) -> Iterator[str]:
+    """A gateway in front of `target` that passes every call on, but answers those `fails` picks with a 502
+    after the provider has acted on them (a batch made whose id never came back). Yields its root URL."""
     ready: list[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     async def serve() -> None:
-        lost: list[str] = []
         async with aiohttp.ClientSession() as session:
 
             async def forward(request: web.Request) -> web.Response:
@@ -316,8 +315,7 @@ def losing_proxy(target: str, lose: str) -> Iterator[str]:
                 url = target + request.path_qs
                 async with session.request(request.method, url, headers=headers, data=body) as answer:
                     data = await answer.read()
-                    if request.method == "POST" and request.path == lose and not lost:
-                        lost.append(request.path)
+                    if fails(request):
                         return web.Response(status=502, text="Bad Gateway")
                     return web.Response(status=answer.status, body=data, content_type=answer.content_type)
 
@@ -359,7 +357,15 @@ def test_a_batch_created_though_its_creation_answered_an_error_is_taken_not_crea
     records = prompts(250, "lost")
     source = write_jsonl(tmp_path / "in.jsonl", records)
     out = tmp_path / "out.jsonl"
-    with losing_proxy(server.url.removesuffix("/v1"), lose) as root:
+    lost: list[str] = []
+
+    def first_create(request: web.Request) -> bool:
+        if request.method == "POST" and request.path == lose and not lost:
+            lost.append(request.path)
+            return True
+        return False
+
+    with failing_gateway(server.url.removesuffix("/v1"), first_create) as root:
         base = root if model.startswith("anthropic/") else root + "/v1"
         key = ("--api-key-env", "ANTHROPIC_API_KEY") if model.startswith("anthropic/") else ()
         args = ("run", str(source), "-o", str(out), "-m", model, "--api-base", base, *key)
@@ -551,3 +557,35 @@ def test_ctrl_c_leaves_the_batches_running_and_prints_the_resume_command(
     assert resumed.returncode == 0, resumed.stderr
     assert_each_id_once_and_right(out, records)
     assert len(log_events(log, "batch_created")) == 4 and server.stats()["answered_twice"] == 0
+
+
+def test_a_provider_that_cannot_be_asked_for_an_unjournaled_batch_stops_the_run_resumably(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "2", "--log", str(log))
+    records = prompts(300, "unasked")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    assert batch_run(server, source, out, "--batch-size", "100", "--detach").returncode == 0
+    journal = tmp_path / "out.jsonl.batches.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(line for line in lines if not line.startswith('{"part":3,"batch"')))
+    before = journal.read_bytes()
+
+    # Listing the batches fails for a while: part 3 is neither sent again (it may be live) nor lost.
+    def listing(request: web.Request) -> bool:
+        return request.method == "GET" and request.path == "/v1/batches"
+
+    with failing_gateway(server.url.removesuffix("/v1"), listing) as root:
+        args = run_args(server, source, out, "openai/fake", "--batch", "--batch-size", "100", "--resume")
+        stopped = run_cli(*[root + "/v1" if arg == server.url else arg for arg in args])
+    assert stopped.returncode == 3, stopped.stderr
+    assert "could not ask for the batch of part 3" in stopped.stderr and "--resume" in stopped.stderr
+    assert journal.read_bytes() == before  # part 3 still waits to be asked about
+    assert len(log_events(log, "batch_created")) == 3
+
+    resumed = batch_run(server, source, out, "--batch-size", "100", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_each_id_once_and_right(out, records)
+    assert len(log_events(log, "batch_created")) == 3 and server.stats()["answered_twice"] == 0

@@ -203,7 +203,11 @@ class BatchLane:
             part = live.part
             if part.batch_id is not None:
                 continue
-            found = await self._created(part)
+            try:
+                found = await self._created_patiently(part)
+            except FatalError as error:
+                self._halt(error)  # asked about nothing more: the resume asks again
+                return
             if found is not None:
                 self.journal.submitted(part, found)
                 continue
@@ -215,9 +219,28 @@ class BatchLane:
                     item.part, item.attempts = None, 0
                     self._waiting.append(item)
 
+    async def _created_patiently(self, part: Part) -> str | None:
+        """`_created`, asked again after a transient failure. A provider that cannot be asked stops the run
+        (resumably): the part sent again unasked might be a second batch, paid twice."""
+        for attempt in range(1, SUBMIT_TRIES):
+            try:
+                return await self._created(part)
+            except TransientError as error:
+                await self._sleep(max(error.retry_after or 0.0, 2.0**attempt))
+        try:
+            return await self._created(part)
+        except TransientError as error:
+            why = f"could not ask for the batch of part {part.number}: {error.message}"
+            raise FatalError(why, status=error.status) from error
+
     async def _created(self, part: Part) -> str | None:
         """The id of the batch made for `part` though its id never reached the journal, if the provider has one."""
-        found = await self.api.find(self._tags(part), since=part.intent_at - 60)
+        try:
+            found = await self.api.find(self._tags(part), since=part.intent_at - 60)
+        except (TransientError, FatalError):
+            raise
+        except RequestError:
+            return None  # an endpoint that lists no batches: there is nowhere to look
         known = {p.batch_id for p in self.journal.parts.values()}
         candidates = [s for s in found if s.id not in known and (s.tags or s.total == len(part.ids))]
         return candidates[0].id if len(candidates) == 1 else None

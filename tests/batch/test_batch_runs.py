@@ -589,3 +589,24 @@ def test_a_provider_that_cannot_be_asked_for_an_unjournaled_batch_stops_the_run_
     assert resumed.returncode == 0, resumed.stderr
     assert_each_id_once_and_right(out, records)
     assert len(log_events(log, "batch_created")) == 3 and server.stats()["answered_twice"] == 0
+
+
+def test_a_batch_the_provider_does_not_know_stops_the_run_rather_than_being_polled_for_ever(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    # The run was begun against one endpoint (or key) and resumed against another, which has no such batch.
+    first, other = fake_server("--batch-seconds", "1"), fake_server("--batch-seconds", "1")
+    records = prompts(20, "elsewhere")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    assert batch_run(first, source, out, "--detach").returncode == 0
+    batch_id = read_jsonl(tmp_path / "out.jsonl.batches.jsonl")[2]["batch"]
+    process = start_cli(*run_args(other, source, out, "openai/fake", "--batch", "--resume"))
+    with reaped(process):
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 3, stderr
+    assert f"{batch_id} of part 1 cannot be read" in stderr and "--resume" in stderr
+    assert other.stats()["batches"]["created"] == 0  # nor sent again: it may be live where it was made
+    resumed = batch_run(first, source, out, "--resume")  # where it is
+    assert resumed.returncode == 0, resumed.stderr
+    assert_each_id_once_and_right(out, records)

@@ -395,8 +395,14 @@ class BatchLane:
         except FatalError as error:
             self._halt(error)
             return None
-        except RequestError:
+        except TransientError:
             live.next_poll = self._clock() + live.interval  # the next poll asks again
+            return None
+        except RequestError as error:
+            # The provider does not know it (another key, organization or --api-base than the run's): polled
+            # on, it would never end; sent again, it might be paid twice where it was made. Stop, resumably.
+            why = f"the batch {live.part.batch_id} of part {live.part.number} cannot be read: {error.message}"
+            self._halt(FatalError(why, status=error.status))
             return None
         live.status = status
         live.interval = min(live.interval * POLL_GROWTH, LONGEST_POLL_S)

@@ -301,8 +301,8 @@ def test_batches_lists_the_parts_and_cancel_cancels_the_live_ones(
 
 
 @contextlib.contextmanager
-def failing_gateway(target: str, fails: Callable[[web.Request], bool]) -> Iterator[str]:
-    """A gateway in front of `target` that passes every call on, but answers those `fails` picks with a 502
+def failing_gateway(target: str, fails: Callable[[web.Request], bool], status: int = 502) -> Iterator[str]:
+    """A gateway in front of `target` that passes every call on, but answers those `fails` picks with `status`
     after the provider has acted on them (a batch made whose id never came back). Yields its root URL."""
     ready: list[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = []
 
@@ -316,7 +316,7 @@ def failing_gateway(target: str, fails: Callable[[web.Request], bool]) -> Iterat
                 async with session.request(request.method, url, headers=headers, data=body) as answer:
                     data = await answer.read()
                     if fails(request):
-                        return web.Response(status=502, text="Bad Gateway")
+                        return web.json_response({"error": {"message": "refused by the gateway"}}, status=status)
                     return web.Response(status=answer.status, body=data, content_type=answer.content_type)
 
             app = web.Application(client_max_size=1 << 30)
@@ -610,3 +610,29 @@ def test_a_batch_the_provider_does_not_know_stops_the_run_rather_than_being_poll
     resumed = batch_run(first, source, out, "--resume")  # where it is
     assert resumed.returncode == 0, resumed.stderr
     assert_each_id_once_and_right(out, records)
+
+
+def test_results_the_provider_refuses_for_good_stop_the_run_rather_than_being_read_for_ever(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    server = fake_server("--batch-seconds", "1")
+    records = prompts(20, "unreadable")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+
+    def contents(request: web.Request) -> bool:
+        return request.method == "GET" and request.path.endswith("/content")
+
+    with failing_gateway(server.url.removesuffix("/v1"), contents, status=404) as root:
+        process = start_cli(
+            "run", str(source), "-o", str(out), "-m", "openai/fake", "--api-base", root + "/v1", "--batch"
+        )
+        with reaped(process):
+            _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 3, stderr
+    assert "results of the batch" in stderr and "cannot be read" in stderr and "--resume" in stderr
+    assert server.stats()["batches"]["created"] == 1  # nor sent again
+    resumed = batch_run(server, source, out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_each_id_once_and_right(out, records)
+    assert server.stats()["batches"]["created"] == 1

@@ -441,12 +441,16 @@ class BatchLane:
             self._halt(error)
             return
         except RequestError as error:
-            if not live.reread:
+            if isinstance(error, TransientError) and not live.reread:
                 self._live[part.number] = live  # read it again at the next poll
                 live.next_poll = self._clock() + live.interval
                 return
+            if not live.reread:  # refused for good: read again, it never ends; sent again, it is paid twice
+                why = f"the results of the batch {part.batch_id} of part {part.number} cannot be read: {error.message}"
+                self._halt(FatalError(why, status=error.status))
+                self._live[part.number] = live  # still this part's: a resume reads them again
+                return
             seen = set()  # results gone at the provider: what the output lacks goes again
-            del error
         for index, request_id in enumerate(part.ids):
             item = self._items.get(request_id)
             if index not in seen and item is not None and item.part == part.number:

@@ -636,3 +636,30 @@ def test_results_the_provider_refuses_for_good_stop_the_run_rather_than_being_re
     assert resumed.returncode == 0, resumed.stderr
     assert_each_id_once_and_right(out, records)
     assert server.stats()["batches"]["created"] == 1
+
+
+def test_killed_while_sending_online_after_by_the_resume_sends_only_what_is_left(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "60", "--latency", "0.05", "--log", str(log))
+    records = prompts(300, "spilled")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    args = run_args(server, source, out, "openai/fake", "--batch", "--by", "8s", "--concurrency", "4", "--quiet")
+    process = start_cli(*args)
+    with reaped(process):
+        deadline = time.monotonic() + 60
+        while b'"lane": "online"' not in (out.read_bytes() if out.exists() else b""):
+            assert process.poll() is None and time.monotonic() < deadline, "nothing went online"
+            time.sleep(0.01)
+        process.kill()
+        process.wait(timeout=10)
+    whole = [line for line in out.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")]  # none torn
+    assert 0 < len(whole) < 300
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_each_id_once_and_right(out, records)
+    stats = server.stats()
+    assert stats["answered"] == 300 and stats["answered_twice"] == 0
+    assert len(log_events(log, "batch_created")) == 1  # the deadline had passed: nothing new went by batch

@@ -663,3 +663,23 @@ def test_killed_while_sending_online_after_by_the_resume_sends_only_what_is_left
     stats = server.stats()
     assert stats["answered"] == 300 and stats["answered_twice"] == 0
     assert len(log_events(log, "batch_created")) == 1  # the deadline had passed: nothing new went by batch
+
+
+def test_a_part_killed_before_its_collected_line_whose_answers_are_all_written_is_settled_on_resume(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    server = fake_server("--batch-seconds", "1")
+    records = prompts(50, "settled")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    assert batch_run(server, source, out, "--batch-size", "25").returncode == 0
+    # As if killed after the last answer was written and before the journal said the part was collected.
+    journal = tmp_path / "out.jsonl.batches.jsonl"
+    journal.write_text("".join(line for line in journal.read_text().splitlines(True) if '"collected"' not in line))
+    resumed = batch_run(server, source, out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "running at the provider" not in resumed.stderr  # they ended: nothing to come back for
+    assert not Journal.peek(journal).live_parts()  # type: ignore[union-attr]
+    again = batch_run(server, source, out, "--overwrite")  # a fresh run is not refused for them
+    assert again.returncode == 0, again.stderr
+    assert_each_id_once_and_right(out, records)

@@ -147,6 +147,7 @@ class BatchLane:
             part = owners.get(request.id)
             if part is None or not self._hold(item, part):
                 self._waiting.append(item)
+        await self._settle_unneeded()
         await self._find_unjournaled()
         while ((self._waiting and not self._no_more) or self._live) and self.stop_reason is None:
             if self._clock() >= self._deadline:
@@ -196,6 +197,28 @@ class BatchLane:
         if part.number not in self._live:
             self._live[part.number] = _Live(part, self._clock(), reread=part.ended)
         return True
+
+    async def _settle_unneeded(self) -> None:
+        """A live part that holds none of this run's requests (every one answered: a crash came after the last
+        was written and before its "collected" line) is journaled as ended once the provider says so: else every
+        resume would wait on it and a fresh run be refused for it, for ever. One still running is left to run
+        (`llmgather batches OUT --cancel` stops it), one never made is refused, and any doubt waits for the
+        next resume."""
+        for part in self.journal.live_parts(self.model):
+            if part.number in self._live:
+                continue
+            try:
+                if part.batch_id is None:
+                    found = await self._created(part)
+                    if found is None:
+                        self.journal.refused(part)
+                        continue
+                    self.journal.submitted(part, found)
+                assert part.batch_id is not None
+                if (await self.api.status(part.batch_id)).state is BatchState.ENDED:
+                    self.journal.collected(part)
+            except RequestError:
+                continue
 
     async def _find_unjournaled(self) -> None:
         """A part with an intent and no batch id was perhaps created just before a crash: ask the provider."""

@@ -47,9 +47,11 @@ def run_args(server: FakeServer, source: Path, out: Path, model: str, *args: str
     return ["run", str(source), "-o", str(out), "-m", model, "--api-base", base_of(server, model), *key, *args]
 
 
-def batch_run(server: FakeServer, source: Path, out: Path, *args: str, model: str = "openai/fake") -> Any:
-    done = run_cli(*run_args(server, source, out, model, "--batch", *args), env={"ANTHROPIC_API_KEY": ANTHROPIC_KEY})
-    return done
+def batch_run(
+    server: FakeServer, source: Path, out: Path, *args: str, model: str = "openai/fake"
+) -> subprocess.CompletedProcess[str]:
+    """`llmgather run --batch` to the fake, to its end."""
+    return run_cli(*run_args(server, source, out, model, "--batch", *args), env={"ANTHROPIC_API_KEY": ANTHROPIC_KEY})
 
 
 def log_events(log: Path, event: str) -> list[dict[str, Any]]:
@@ -128,14 +130,16 @@ def test_killed_in_submission_and_polling_resumed_each_time_nothing_lost_nothing
         args = run_args(server, source, out, model, "--batch", "--batch-size", "1000", "--quiet", *PRICE)
         process = start_cli(*args, *(["--resume"] if n else []))
         with reaped(process):
+            came = True
             if phase == "submission":
-                _wait_to_grow(journal, b'"intent"', process)
+                came = _wait_to_grow(journal, b'"intent"', process)
                 after_s = rng.uniform(0, 0.04)
             elif phase == "polling":
                 after_s = rng.uniform(1.0, 2.5)
             else:
-                _wait_to_grow(out, b"\n", process)
+                came = _wait_to_grow(out, b"\n", process)
                 after_s = rng.uniform(0, 0.03)
+            assert came or n >= 3, f"seed {seed}, kill {n} ({phase}): the run ended first ({process.returncode})"
             threading.Timer(after_s, _kill, [process]).start()
             process.wait(timeout=60)
         if process.returncode == 0 and n >= 3:
@@ -158,14 +162,17 @@ def _count(path: Path, needle: bytes) -> int:
     return path.read_bytes().count(needle) if path.exists() else 0
 
 
-def _wait_to_grow(path: Path, needle: bytes, process: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
-    """Until `path` holds one more `needle` than now (a part intended, a result written)."""
+def _wait_to_grow(path: Path, needle: bytes, process: subprocess.Popen[str], timeout_s: float = 60.0) -> bool:
+    """Until `path` holds one more `needle` than now (a part intended, a result written); False if the run
+    ended first."""
     before = _count(path, needle)
     deadline = time.monotonic() + timeout_s
     while _count(path, needle) <= before:
-        assert process.poll() is None, f"the run ended ({process.returncode}) before the moment to kill it"
+        if process.poll() is not None:
+            return False
         assert time.monotonic() < deadline, "the moment to kill the run never came"
         time.sleep(0.002)
+    return True
 
 
 def _kill(process: subprocess.Popen[str]) -> None:

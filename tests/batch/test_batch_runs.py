@@ -180,19 +180,28 @@ def _kill(process: subprocess.Popen[str]) -> None:
         process.kill()
 
 
-def assert_never_two_live_batches_for_one_prompt(log: Path, ours: set[str], seed: int) -> None:
-    """From the fake's log: no part was created twice, and no prompt was in two batches live at the same time."""
+def assert_never_two_live_batches_for_one_prompt(
+    log: Path, ours: set[str], seed: int, journal: Path | None = None
+) -> None:
+    """From the fake's log: no part was created twice, and no prompt was in two batches live at the same time
+    (for one model: with `journal`, each batch's model is read from it)."""
+    model_of: dict[str, str] = {}
+    if journal is not None:
+        entries = read_jsonl(journal)
+        part_model = {entry["part"]: entry["model"] for entry in entries if "intent" in entry}
+        model_of = {entry["batch"]: part_model[entry["part"]] for entry in entries if "batch" in entry}
     created = log_events(log, "batch_created")
     ended = {entry["batch"]: entry["t"] for entry in log_events(log, "batch_ended")}
     parts = Counter(
         {cid.rpartition("-")[0] for cid in entry["custom_ids"]}.pop() for entry in created if entry["custom_ids"]
     )
     assert all(n == 1 for n in parts.values()), f"seed {seed}: parts created twice: {parts.most_common(3)}"
-    spans: dict[str, list[tuple[float, float]]] = {}
+    spans: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for entry in created:
         for digest in entry["prompts"]:
-            spans.setdefault(digest, []).append((entry["t"], ended[entry["batch"]]))
-    assert set(spans) == ours
+            key = (model_of.get(entry["batch"], ""), digest)
+            spans.setdefault(key, []).append((entry["t"], ended[entry["batch"]]))
+    assert {digest for _, digest in spans} == ours
     for digest, lives in spans.items():
         lives.sort()
         for (_, end), (start, _) in itertools.pairwise(lives):
@@ -690,3 +699,49 @@ def test_a_part_killed_before_its_collected_line_whose_answers_are_all_written_i
     again = batch_run(server, source, out, "--overwrite")  # a fresh run is not refused for them
     assert again.returncode == 0, again.stderr
     assert_each_id_once_and_right(out, records)
+
+
+# -- the cache, and several models -----------------------------------------------------------------------
+
+
+def test_cache_hits_are_never_submitted(fake_server: Callable[..., FakeServer], tmp_path: Path) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "1", "--log", str(log))
+    records = prompts(60, "remembered")
+    cache = tmp_path / "cache.sqlite"
+    first = write_jsonl(tmp_path / "first.jsonl", records[:40])
+    assert batch_run(server, first, tmp_path / "1.jsonl", "--cache", str(cache)).returncode == 0
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "2.jsonl"
+    done = batch_run(server, source, out, "--cache", str(cache))
+    assert done.returncode == 0, done.stderr
+    assert_each_id_once_and_right(out, records)
+    created = log_events(log, "batch_created")
+    assert [len(entry["custom_ids"]) for entry in created] == [40, 20]  # only the 20 the cache did not hold
+    rows = {row["id"]: row for row in read_jsonl(out)}
+    assert all(rows[i]["cached"] is True and rows[i]["cost_usd"] in (0, None) for i in range(40))
+
+
+def test_several_models_detached_then_resumed_share_one_journal(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    log = tmp_path / "provider.log"
+    server = fake_server("--batch-seconds", "2", "--batch-error-rate", "0.05", "--log", str(log))
+    records = prompts(200, "fanned")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    models = ("-m", "openai/fake-2", "--batch-size", "50")  # and openai/fake
+    detached = batch_run(server, source, out, *models, "--detach")
+    assert detached.returncode == 0, detached.stderr
+    resumed = batch_run(server, source, out, *models, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_jsonl(out)
+    assert Counter((row["id"], row["model"]) for row in rows) == Counter(
+        (r["id"], m) for r in records for m in ("openai/fake", "openai/fake-2")
+    )
+    assert all(row["error"] is None and row["lane"] == "batch" for row in rows)
+    assert server.stats()["answered"] == 400  # each prompt once a model (and every batch's end logged)
+    journal = tmp_path / "out.jsonl.batches.jsonl"
+    ours = {prompt_digest(str(r["prompt"])) for r in records}
+    assert_never_two_live_batches_for_one_prompt(log, ours, 0, journal=journal)
+    assert not Journal.peek(journal).live_parts()  # type: ignore[union-attr]

@@ -249,6 +249,24 @@ def test_by_cancels_the_late_batches_and_sends_the_rest_online_answering_each_on
     assert float(saved[3]) == round(all_online, 4) and float(saved[2]) == round(batch_cost + online_cost, 4)
 
 
+def test_by_sends_online_what_it_cancelled_even_with_no_retries_left(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    # A request its batch did not answer because --by cancelled it has not failed: it goes online, whatever
+    # --max-retries allows batches (the online lane has its own tries).
+    server = fake_server("--batch-seconds", "20")
+    records = prompts(100, "cancelled")
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    done = batch_run(server, source, out, "--by", "3s", "--max-retries", "0")
+    assert done.returncode == 0, done.stderr
+    assert_each_id_once_and_right(out, records)
+    lanes = Counter(row["lane"] for row in read_jsonl(out))
+    assert lanes["online"] > 0 and lanes["batch"] + lanes["online"] == 100, lanes
+    assert "0 retries" in done.stderr  # sent online at the deadline, not tried again
+    assert server.stats()["answered_twice"] == 0
+
+
 # -- 5. detached ---------------------------------------------------------------------------------------
 
 

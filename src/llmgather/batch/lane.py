@@ -122,6 +122,8 @@ class BatchLane:
         self._tally_succeeded = 0
         self._tally_cached = 0
         self._resent = 0
+        self._spilling = False
+        """`--by` has come: what the batches leave unanswered goes online."""
         self._latency = LatencyHistogram()
         """Of every result, batch and online: from submission to the answer read."""
 
@@ -501,8 +503,13 @@ class BatchLane:
         return self._again(item, error)
 
     def _again(self, item: _Item, error: RequestError | None) -> Result | None:
-        """Send it in a later batch, or fail it if it has had its tries."""
+        """Send it in a later batch, or fail it if it has had its tries. Past `--by`, one its batch left
+        unanswered (cancelled at the deadline) has not failed: it goes online, under the online lane's tries."""
         self._release(item)
+        if error is None and self._spilling:
+            item.part = None
+            self._waiting.append(item)
+            return None
         if item.attempts > self._retry.max_retries:
             why = error or TransientError(f"not answered by {item.attempts} batches (expired or cancelled)")
             self._failures.append(self._failure(item, why, None))
@@ -552,6 +559,7 @@ class BatchLane:
 
     async def _spill(self) -> AsyncGenerator[Result, None]:
         """`--by` has come: cancel what is live, keep what it answered, and send the rest online."""
+        self._spilling = True
         for live in list(self._live.values()):
             if live.part.batch_id is not None and not live.reread:
                 try:

@@ -565,14 +565,18 @@ def cache_clear(path: Path, model: str | None) -> None:
 def batches_command(output: Path, cancel: bool, api_key_env: str | None) -> None:
     """List the batches of the `run --batch` whose output is OUTPUT, with their state at the provider.
 
-    With --cancel, ask the provider to cancel those still running. A cancelled batch keeps what it answered:
-    `run ... --resume` collects that and sends the rest again."""
+    With --cancel, ask the provider to cancel those still running, and note them in the journal as given up. A
+    cancelled batch keeps what it answered: `run ... --batch --resume` collects that and sends the rest again;
+    `run ... --overwrite` starts over without them."""
     from llmgather import eventloop
     from llmgather.batch.manage import list_batches, listing_lines, read_journal
 
     def show() -> int:
-        journal = read_journal(output)
-        listed = eventloop.run(list_batches(journal, api_key_env=api_key_env, cancel=cancel))
+        journal = read_journal(output, for_writing=cancel)
+        try:
+            listed = eventloop.run(list_batches(journal, api_key_env=api_key_env, cancel=cancel))
+        finally:
+            journal.close()
         for line in listing_lines(listed):
             click.echo(line)
         return EXIT_FAILURES if any(entry.problem and entry.status is None for entry in listed) else EXIT_OK

@@ -267,16 +267,20 @@ class Run:
 def refuse_live_batches(config: RunConfig) -> None:
     """Starting afresh, or going on online, would forget batches of an earlier run still running at the
     provider (paid for) and send their requests a second time: refused (InputError) before the output is
-    touched. Only `--batch --resume` goes on with them."""
+    touched. Only `--batch --resume` goes on with them; `--overwrite` may drop those cancelled with
+    `llmgather batches OUT --cancel` (what they answered is given up with the output)."""
     if config.output is None or (config.batch is not None and config.resume):
         return
     path = journal_path(config.output)
     journal = Journal.peek(path)
     live = journal.live_parts() if journal is not None else []
+    if config.overwrite:
+        live = [part for part in live if not part.cancelled]
     if live:
         raise InputError(
-            f"{len(live)} batches of an earlier --batch run are still live: collect them with --batch --resume, or "
-            f"cancel them with `llmgather batches {path.name.removesuffix(SUFFIX)} --cancel`",
+            f"{len(live)} batches of an earlier --batch run are still live: collect them with --batch --resume"
+            " (--by 1s sends the rest online at once), or cancel them with"
+            f" `llmgather batches {path.name.removesuffix(SUFFIX)} --cancel` and start over with --overwrite",
             source=str(path),
         )
 

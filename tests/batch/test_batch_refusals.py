@@ -53,3 +53,18 @@ def test_the_python_api_refuses_alike(fake_server: Callable[..., FakeServer], tm
 def test_a_client_is_online_only() -> None:
     with pytest.raises(InputError, match=r"batch= goes with llmgather\.run or gather"):
         llmgather.Client("openai/fake", api_base="http://127.0.0.1:9/v1", api_key="k", batch=True, output="o.jsonl")
+
+
+def test_cancelled_batches_let_overwrite_start_over_but_an_online_resume_is_still_refused(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    server = fake_server("--batch-seconds", "30")
+    source, out = detached(server, tmp_path)
+    cancel = run_cli("batches", str(out), "--cancel")
+    assert cancel.returncode == 0, cancel.stderr
+    online = ("run", str(source), "-o", str(out), "-m", "openai/fake", "--api-base", server.url)
+    refused = run_cli(*online, "--resume")
+    assert refused.returncode == 2 and "still live" in refused.stderr  # its answers would be paid twice
+    fresh = run_cli(*online, "--overwrite")
+    assert fresh.returncode == 0, fresh.stderr
+    assert len(read_jsonl(out)) == 20

@@ -8,6 +8,7 @@ It is a JSON-lines file beside the output (`OUT.batches.jsonl`), appended to and
     {"part": 4, "batch": "batch_abc", "submitted": <time>}                     once the provider named it
     {"part": 4, "collected": <time>}                                           its results are all handed on
     {"part": 4, "refused": <time>}                                             never created, or failed whole
+    {"part": 4, "cancelled": <time>}                          given up by `llmgather batches OUT --cancel`
 
 A part is live from its intent until it is collected or refused. On a restart, a live part with a batch id
 is reattached; one with only an intent was perhaps created just before the crash, so the provider is asked
@@ -58,6 +59,8 @@ class Part:
     """Collected or refused: nothing of it is live at the provider."""
     refused: bool = False
     """Never created, or failed whole at the provider: it answered none of its requests."""
+    cancelled: bool = False
+    """Cancelled by `llmgather batches OUT --cancel`: given up, though what it answered can still be collected."""
 
     @property
     def live(self) -> bool:
@@ -130,6 +133,10 @@ class Journal:
         part.ended = True
         self._append({"part": part.number, "collected": round(time.time(), 3)})
 
+    def cancelled(self, part: Part) -> None:
+        part.cancelled = True
+        self._append({"part": part.number, "cancelled": round(time.time(), 3)})
+
     def refused(self, part: Part) -> None:
         part.ended = part.refused = True
         self._append({"part": part.number, "refused": round(time.time(), 3)})
@@ -195,6 +202,8 @@ def _read(path: Path) -> tuple[str, float | None, dict[int, Part]]:
                 part.ended = True
             elif "refused" in entry:
                 part.ended = part.refused = True
+            elif "cancelled" in entry:
+                part.cancelled = True
         except (KeyError, TypeError, ValueError):
             raise InputError(
                 "a batch journal line lacks what it needs: the journal is damaged", source=source

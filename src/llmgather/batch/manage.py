@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmgather.batch.api import BatchApi, BatchStatus
+from llmgather.batch.api import BatchApi, BatchState, BatchStatus
 from llmgather.batch.apis import make_batch_api
 from llmgather.batch.journal import Journal, Part, journal_path
 from llmgather.config import ModelConfig
@@ -22,8 +22,9 @@ class Listed:
     """Why its state could not be read (or the cancel failed)."""
 
 
-def read_journal(output: Path) -> Journal:
-    journal = Journal.peek(journal_path(output))
+def read_journal(output: Path, *, for_writing: bool = False) -> Journal:
+    path = journal_path(output)
+    journal = Journal.open(path, fresh=False) if for_writing and path.exists() else Journal.peek(path)
     if journal is None:
         raise InputError(
             f"no batch journal beside it ({journal_path(output).name}): was it a --batch run?", source=str(output)
@@ -32,7 +33,8 @@ def read_journal(output: Path) -> Journal:
 
 
 async def list_batches(journal: Journal, *, api_key_env: str | None, cancel: bool = False) -> list[Listed]:
-    """Every submitted part's batch and its state; with `cancel`, each one still live is cancelled first."""
+    """Every submitted part's batch and its state; with `cancel`, each one still live is cancelled first, and
+    journaled as given up (a journal opened for writing: `Journal.open`)."""
     apis: dict[tuple[str, str | None], BatchApi] = {}
     listed = []
     try:
@@ -45,7 +47,11 @@ async def list_batches(journal: Journal, *, api_key_env: str | None, cancel: boo
                 config = ModelConfig.build(part.model, api_base=part.api_base, api_key_env=api_key_env)
                 config.check_key()
                 apis[key] = make_batch_api(part.model, api_base=part.api_base, api_key=config.api_key)
-            listed.append(await _one(apis[key], part, cancel=cancel))
+            entry = await _one(apis[key], part, cancel=cancel)
+            ended = entry.status is not None and entry.status.state is BatchState.ENDED
+            if cancel and part.live and (entry.problem is None or ended):
+                journal.cancelled(part)
+            listed.append(entry)
     finally:
         await asyncio.gather(*(api.aclose() for api in apis.values()), return_exceptions=True)
     return listed

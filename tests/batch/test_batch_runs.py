@@ -695,7 +695,9 @@ def test_killed_while_sending_online_after_by_the_resume_sends_only_what_is_left
     assert resumed.returncode == 0, resumed.stderr
     assert_each_id_once_and_right(out, records)
     stats = server.stats()
-    assert stats["answered"] == 300 and stats["answered_twice"] == 0
+    # Online, what was in flight at the kill was answered and never written: sent again, as in any online run
+    # (at most the 4 in flight). Nothing a batch answered is sent again.
+    assert stats["answered"] - 300 == stats["answered_twice"] <= 4, stats
     assert len(log_events(log, "batch_created")) == 1  # the deadline had passed: nothing new went by batch
 
 

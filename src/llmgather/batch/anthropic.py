@@ -37,6 +37,7 @@ _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 class AnthropicBatches:
     max_requests = 100_000
     max_bytes = 256_000_000
+    keeps_tags = False
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None) -> None:
         self.model = provider_model_name(model)

@@ -92,6 +92,9 @@ class BatchApi(Protocol):
     """The provider's cap on one batch's requests (OpenAI 50,000, Anthropic 100,000)."""
     max_bytes: int
     """The provider's cap on one batch's size (OpenAI's file 200 MB, Anthropic's batch 256 MB)."""
+    keeps_tags: bool
+    """Whether a batch keeps the tags it was created with (OpenAI's metadata; Anthropic keeps none), so that
+    `find` tells this run's batches apart from any other's."""
 
     def encode(self, custom_id: str, request: Request) -> bytes:
         """The request as one line of the batch (its length counts against `max_bytes`)."""

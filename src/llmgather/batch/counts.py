@@ -20,15 +20,18 @@ class BatchView:
     failed: int
     submitted_at: float
     """Unix time."""
+    ended_at: float | None = None
+    """Unix time it was first seen ended."""
 
-    def eta_s(self, now: float) -> float | None:
-        """Left of it, at the pace it has kept since it was submitted; None before it has done anything."""
+    def eta_s(self, now: float, typical_s: float | None = None) -> float | None:
+        """Left of it: at the pace it has kept since it was submitted, or, before it reports any progress
+        (Anthropic's counts say nothing until the end), what the run's ended batches took; None if neither."""
         if self.state == "ended":
             return 0.0
-        if not self.done or not self.total:
-            return None
         elapsed = now - self.submitted_at
-        return max(0.0, elapsed * (self.total - self.done) / self.done)
+        if self.done and self.total:
+            return max(0.0, elapsed * (self.total - self.done) / self.done)
+        return None if typical_s is None else max(0.0, typical_s - elapsed)
 
 
 @dataclass(slots=True)
@@ -50,19 +53,17 @@ class BatchCounts:
     """Each batch by its part number."""
 
     def eta_s(self) -> float | None:
-        """Left to wait for the batches still live, from their progress so far; None until each has made some."""
+        """Left to wait for the batches still live, from their progress so far or from how long the ended ones
+        took; None while nothing tells."""
         now = time.time()
-        longest = 0.0
-        for view in self.views.values():
-            eta = view.eta_s(now)
-            if eta is None:
-                return None
-            longest = max(longest, eta)
-        return longest
+        took = [v.ended_at - v.submitted_at for v in self.views.values() if v.ended_at is not None]
+        typical = sum(took) / len(took) if took else None
+        known = [eta for eta in (view.eta_s(now, typical) for view in self.views.values()) if eta is not None]
+        return max(known) if known else None
 
     def states_text(self) -> str:
         """'2 in_progress 340/1,000, 1 validating, 3 ended'."""
-        live = [view for view in self.views.values() if view.state != "ended"]
+        live = [view for view in self.views.values() if view.state == "in_progress"]
         by_state = Counter(view.state for view in self.views.values())
         done, total = sum(v.done for v in live), sum(v.total for v in live)
         parts = [

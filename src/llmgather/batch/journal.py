@@ -19,6 +19,7 @@ taken for this one's, answers none of its requests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -85,6 +86,9 @@ class Journal:
     started: float | None = None
     """When the run began (Unix time): a restart keeps its `--by`."""
     _fd: int | None = field(default=None, repr=False)
+    submitting: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    """Held from a part's intent to its batch id by a provider that keeps no tags (Anthropic), so that at most
+    one part of the run is ever unjournaled: a restart then tells its batch apart from the run's others."""
 
     @classmethod
     def open(cls, path: Path, *, fresh: bool) -> Journal:

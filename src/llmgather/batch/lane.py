@@ -20,6 +20,7 @@ What it promises:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import time
@@ -43,7 +44,12 @@ from llmgather.types import ErrorInfo, Request, RequestId, Response, Result
 
 FIRST_POLL_S, LONGEST_POLL_S, POLL_GROWTH = 2.0, 60.0, 1.5
 """A batch is asked how it is doing after 2 s, then each time 1.5 times later, at most a minute apart."""
+CANCEL_TRIES = 10
+"""After `--by`, a batch still running is asked to cancel again at each poll, this many times at most."""
 SUBMIT_TRIES = 4
+TOKEN_LIMIT_WAITS = 8
+"""A lone request refused for OpenAI's enqueued-token limit, with nothing of the run live, waits and goes again
+this many times (2 s, 4 s, ... then a minute apart: about 6 minutes) before it fails."""
 """A submission refused for a transient reason is tried this many times before the run stops."""
 
 
@@ -66,6 +72,8 @@ class _Live:
     status: BatchStatus | None = None
     reread: bool = False
     """Ended before this run began (collected, perhaps not written): read its results again."""
+    cancels: int = 0
+    """Cancels asked again after `--by` (the first one aside)."""
 
 
 class BatchLane:
@@ -111,6 +119,10 @@ class BatchLane:
         self._failures: list[Result] = []
         self._no_more = False
         """The budget is spent: submit nothing more, collect what is live."""
+        self._token_waits = 0
+        """Times a part of one request was refused for the enqueued-token limit with nothing of ours live."""
+        self._resume_at = -math.inf
+        """Submit nothing before then (waiting for the account's enqueued tokens to free up)."""
         self._cap: int | None = None
         """Requests per part, once OpenAI's enqueued-token limit refused a part with nothing else live."""
         self.fatal: FatalError | None = None
@@ -158,9 +170,13 @@ class BatchLane:
                 break
             await self._submit_waiting()
             if self.detached:
-                return
+                break
             async for result in self._poll_due():
                 yield result
+        for result in self._take_failures():  # refused before they went (a request a batch cannot carry)
+            yield result
+        if self.detached:
+            return
         if self._no_more and self._waiting and self.stop_reason is None:
             self.stop_reason = StopReason.BUDGET
         if self.stop_reason is not None:
@@ -196,6 +212,7 @@ class BatchLane:
             return False  # never created, or failed whole: it answered none of them
         item.part = part.number
         item.attempts = 1
+        item.first_sent = part.submitted_at
         if part.number not in self._live:
             self._live[part.number] = _Live(part, self._clock(), reread=part.ended)
         return True
@@ -276,24 +293,29 @@ class BatchLane:
     # -- submitting ------------------------------------------------------------------------------
 
     async def _submit_waiting(self) -> None:
+        if self._clock() < self._resume_at:
+            return
         while self._waiting and not (self._held_back or self._no_more) and self.stop_reason is None:
-            chosen, lines = self._next_part()
-            if not chosen:
-                return
-            part = self.journal.intend(self.model, [item.request.id for item in chosen], self._api_base)
-            for item in chosen:
-                item.part, item.attempts = part.number, item.attempts + 1
-                item.first_sent = item.first_sent or time.time()
-            batch_id = await self._create(part, lines)
-            if batch_id is None:
-                return
-            self.journal.submitted(part, batch_id)
+            async with self.journal.submitting if not self.api.keeps_tags else contextlib.nullcontext():
+                chosen, lines = self._next_part()
+                if not chosen:
+                    return
+                part = self.journal.intend(self.model, [item.request.id for item in chosen], self._api_base)
+                for item in chosen:
+                    item.part, item.attempts = part.number, item.attempts + 1
+                    item.first_sent = item.first_sent or time.time()
+                batch_id = await self._create(part, lines)
+                if batch_id is None:
+                    return
+                self.journal.submitted(part, batch_id)
             self.counts.submitted += 1
             self._live[part.number] = _Live(part, self._clock() + FIRST_POLL_S)
             view = BatchView(part.number, batch_id, "validating", len(chosen), 0, 0, time.time())
             self.counts.views[part.number] = view
-        if not self._waiting and self._options.detach:
-            self.detached = True
+        if self._options.detach and (
+            not self._waiting or self._held_back or self._no_more or self._clock() < self._resume_at
+        ):
+            self.detached = True  # whatever waits (on the token limit, or the budget) goes at the resume
 
     def _next_part(self) -> tuple[list[_Item], list[bytes]]:
         """The next requests to submit together, and their lines: within the provider's caps, `--batch-size` and
@@ -357,7 +379,8 @@ class BatchLane:
                 self._fail_part(part, error)
                 return None
             break
-        self.journal.refused(part)
+        # Stopped with the part's intent journaled and no batch id: the last try may have made the batch all
+        # the same, so the part is not marked refused; the resume asks the provider before sending it again.
         self._unhold(part)
         return None
 
@@ -389,9 +412,9 @@ class BatchLane:
     async def _poll_due(self) -> AsyncGenerator[Result, None]:
         for result in self._take_failures():
             yield result
-        if not self._live:
+        if not self._live and self._clock() >= self._resume_at:
             return
-        due = min(live.next_poll for live in self._live.values())
+        due = min((live.next_poll for live in self._live.values()), default=self._resume_at)
         wait = min(due, self._deadline) - self._clock()
         if wait > 0:
             self._wake.clear()
@@ -431,12 +454,29 @@ class BatchLane:
             return None
         live.status = status
         live.interval = min(live.interval * POLL_GROWTH, LONGEST_POLL_S)
-        live.next_poll = self._clock() + live.interval
-        submitted_at = live.part.submitted_at or time.time()
-        self.counts.views[live.part.number] = BatchView(
-            live.part.number, status.id, status.state.value, status.total, status.done, status.failed, submitted_at
-        )
+        view = self._view(live.part, status)
+        # A batch that reports its progress is asked again when it should end, if that comes before the backoff.
+        expected = view.eta_s(time.time())
+        live.next_poll = self._clock() + min(live.interval, max(1.0, expected if expected is not None else math.inf))
         return status
+
+    def _view(self, part: Part, status: BatchStatus) -> BatchView:
+        before = self.counts.views.get(part.number)
+        ended_at = None
+        if status.state is BatchState.ENDED:
+            ended_at = before.ended_at if before is not None and before.ended_at is not None else time.time()
+        view = BatchView(
+            part.number,
+            status.id,
+            status.state.value,
+            status.total,
+            status.done,
+            status.failed,
+            part.submitted_at or time.time(),
+            ended_at,
+        )
+        self.counts.views[part.number] = view
+        return view
 
     # -- collecting ------------------------------------------------------------------------------
 
@@ -525,14 +565,17 @@ class BatchLane:
         self.journal.refused(part)
         if status.over_token_limit:
             held = self._held_by(part)
-            if not self._live and len(part.ids) == 1 and held:  # alone over the account's limit: it can never go
-                error = PermanentError(self._token_limit_text(status))
+            if not self._live and len(part.ids) == 1 and held and self._token_waits >= TOKEN_LIMIT_WAITS:
+                error = PermanentError(self._token_limit_text(status))  # refused alone, again and again
                 return [self._failure(item, error, part.batch_id) for _, item in held]
             self._waiting[:0] = self._unhold(part)
             if self._live:
                 self._held_back = True  # until a batch ends and frees its enqueued tokens
-            else:
+            elif len(part.ids) > 1:
                 self._cap = max(1, len(part.ids) // 2)  # too large alone: smaller parts
+            else:  # other work of the account holds the enqueued tokens: wait for it, ever longer
+                self._token_waits += 1
+                self._resume_at = self._clock() + min(FIRST_POLL_S * 2**self._token_waits, LONGEST_POLL_S)
             return []
         named = {p.line: p for p in status.problems if p.line is not None}
         results = []
@@ -573,6 +616,7 @@ class BatchLane:
             self._deadline = math.inf
             async for result in self._poll_due():
                 yield result
+            await self._cancel_again()
         rest = [item.request for item in self._waiting]
         self._waiting.clear()
         if self.stop_reason is not None or not rest:
@@ -582,6 +626,18 @@ class BatchLane:
             self._latency.add(result.latency_s)
             self.counts.online += 1
             yield result
+
+    async def _cancel_again(self) -> None:
+        """A cancel that failed (the provider busy) is asked again: else `--by` waits for the batch to end by
+        itself, up to a day."""
+        for live in self._live.values():
+            status, batch_id = live.status, live.part.batch_id
+            running = status is not None and status.state in (BatchState.VALIDATING, BatchState.IN_PROGRESS)
+            if batch_id is None or live.reread or not running or live.cancels >= CANCEL_TRIES:
+                continue
+            live.cancels += 1
+            with contextlib.suppress(RequestError):
+                await self.api.cancel(batch_id)
 
     # -- outcomes --------------------------------------------------------------------------------
 

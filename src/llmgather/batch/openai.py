@@ -43,6 +43,7 @@ _STATES: dict[str, tuple[BatchState, EndedAs | None]] = {
 class OpenAIBatches:
     max_requests = 50_000
     max_bytes = 200_000_000
+    keeps_tags = True
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None) -> None:
         self.model = provider_model_name(model)

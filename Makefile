@@ -25,8 +25,10 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
+# The quick suite first (about 6 minutes), then the slow scale and crash tests (about 3 more).
 test: lint chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m slow
 
 # The report test looks at the page in headless Chromium. As root (CI on a fresh Debian machine) this installs
 # Debian's package; otherwise it says so, and that test is skipped.

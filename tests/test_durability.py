@@ -161,6 +161,7 @@ def test_two_processes_share_one_cache(fake_server: Callable[..., FakeServer], t
     assert sqlite3.connect(cache).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+@pytest.mark.slow
 def test_sigint_finishes_what_is_in_flight_and_prints_the_resume_command(
     fake_server: Callable[..., FakeServer], tmp_path: Path
 ) -> None:
@@ -327,6 +328,7 @@ def test_the_key_appears_in_no_file_the_run_wrote(fake_server: Callable[..., Fak
         assert KEY not in output.stdout + output.stderr and wrong_key not in output.stdout + output.stderr
 
 
+@pytest.mark.slow
 def test_killed_at_random_points_resumed_each_time_nothing_lost_nothing_sent_twice(
     fake_server: Callable[..., FakeServer], tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ def run(server: FakeServer, prompts: list[str], **options: object) -> list[llmga
     return llmgather.run(prompts, model="openai/fake", api_base=server.url, api_key="k", timeout=10.0, **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("told", [True, False], ids=["told-the-limit", "learning-from-headers"])
 def test_requests_per_minute(fake_server: Callable[..., FakeServer], told: bool) -> None:
     server = fake_server("--rpm", "3000", "--latency", "0.05")
@@ -40,6 +41,7 @@ def test_learning_a_limit_the_first_requests_fit_sends_them_at_once(fake_server:
     assert stats["rate_limited"] <= 12, stats  # 3% of 400
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("told", [True, False], ids=["told-the-limit", "learning-from-headers"])
 def test_tokens_per_minute(fake_server: Callable[..., FakeServer], told: bool) -> None:
     server = fake_server("--tpm", "150000", "--rpm", "100000")
@@ -58,6 +60,7 @@ def test_tokens_per_minute(fake_server: Callable[..., FakeServer], told: bool) -
         assert stats["rate_limited"] <= (50 - fits) + 6, stats
 
 
+@pytest.mark.slow
 def test_without_headers_429s_teach_the_rate(fake_server: Callable[..., FakeServer]) -> None:
     # A provider that announces nothing: only its 429s (with Retry-After) say where the limit is.
     server = fake_server("--rpm", "1200", "--latency", "0.02", "--no-limit-headers")
@@ -67,6 +70,7 @@ def test_without_headers_429s_teach_the_rate(fake_server: Callable[..., FakeServ
     assert server.stats()["rate_limited"] < 60
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_limit_settle_under_it(fake_server: Callable[..., FakeServer], tmp_path: Path) -> None:
     # Two runs on one key: each learns the whole limit from the headers, and only the 429s say it is shared.
     # Given back to the pace, a refused request went again at once and was refused again; and climbing back

@@ -105,6 +105,7 @@ def test_a_batch_run_answers_every_id_once_at_half_price(
 # -- 2, 3. killed and resumed --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["openai/fake", "anthropic/fake"])
 def test_killed_in_submission_and_polling_resumed_each_time_nothing_lost_nothing_paid_twice(
     fake_server: Callable[..., FakeServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str
@@ -211,6 +212,7 @@ def assert_never_two_live_batches_for_one_prompt(
 # -- 4. a deadline ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_by_cancels_the_late_batches_and_sends_the_rest_online_answering_each_once(
     fake_server: Callable[..., FakeServer], tmp_path: Path
 ) -> None:
@@ -249,6 +251,7 @@ def test_by_cancels_the_late_batches_and_sends_the_rest_online_answering_each_on
     assert float(saved[3]) == round(all_online, 4) and float(saved[2]) == round(batch_cost + online_cost, 4)
 
 
+@pytest.mark.slow
 def test_by_sends_online_what_it_cancelled_even_with_no_retries_left(
     fake_server: Callable[..., FakeServer], tmp_path: Path
 ) -> None:
@@ -270,6 +273,7 @@ def test_by_sends_online_what_it_cancelled_even_with_no_retries_left(
 # -- 5. detached ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_detach_submits_and_exits_then_resume_collects_everything(
     fake_server: Callable[..., FakeServer], tmp_path: Path
 ) -> None:
@@ -469,6 +473,7 @@ def test_resume_with_retry_failed_sends_the_failed_requests_in_a_new_batch(
     assert {row["id"] for row in rows if row["error"] is not None} == {0, 1, 2}
 
 
+@pytest.mark.slow
 def test_a_line_that_failed_validation_is_sent_again_by_retry_failed_and_fails_alone(
     fake_server: Callable[..., FakeServer], tmp_path: Path
 ) -> None:
@@ -565,6 +570,7 @@ def test_a_batch_created_just_before_a_crash_and_never_journaled_is_found_on_res
 # -- Ctrl-C ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_the_batches_running_and_prints_the_resume_command(
     fake_server: Callable[..., FakeServer], tmp_path: Path
 ) -> None:
@@ -593,6 +599,7 @@ def test_ctrl_c_leaves_the_batches_running_and_prints_the_resume_command(
     assert len(log_events(log, "batch_created")) == 4 and server.stats()["answered_twice"] == 0
 
 
+@pytest.mark.slow
 def test_a_provider_that_cannot_be_asked_for_an_unjournaled_batch_stops_the_run_resumably(
     fake_server: Callable[..., FakeServer], tmp_path: Path
 ) -> None:
@@ -672,6 +679,7 @@ def test_results_the_provider_refuses_for_good_stop_the_run_rather_than_being_re
     assert server.stats()["batches"]["created"] == 1
 
 
+@pytest.mark.slow
 def test_killed_while_sending_online_after_by_the_resume_sends_only_what_is_left(
     fake_server: Callable[..., FakeServer], tmp_path: Path
 ) -> None:

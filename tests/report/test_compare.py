@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import FakeServer, read_jsonl, run_cli
 
 from llmgather.fake import prompt_digest
@@ -132,6 +133,7 @@ def test_a_scorer_plugs_in_as_module_function(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "no_such_module" in bad.stderr
 
 
+@pytest.mark.slow
 def test_three_models_fan_out_each_under_its_own_limits(fake_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     logs = {name: tmp_path / f"{name}.log" for name in ("a", "b", "c")}
     servers = {

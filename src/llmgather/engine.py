@@ -32,11 +32,10 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from llmgather.backends.base import Backend
 from llmgather.backends.redact import redact
-from llmgather.batch.counts import BatchCounts
 from llmgather.budget import Budget
 from llmgather.errors import (
     FatalError,
@@ -56,6 +55,9 @@ from llmgather.limits.tokens import tiktoken_counter
 from llmgather.retry import RetryPolicy
 from llmgather.stats import LatencyHistogram
 from llmgather.types import ErrorInfo, Request, Response, Result
+
+if TYPE_CHECKING:
+    from llmgather.batch.counts import BatchCounts  # only named: the engine never imports the batch lane
 
 _DONE = object()
 NOT_FOUND_IS_FATAL = 3

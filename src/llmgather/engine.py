@@ -564,16 +564,7 @@ class Engine:
         self.stop(StopReason.FATAL)
 
     def _stopped_error(self) -> RunStopped:
-        error = self.fatal
-        if error is not None:
-            reason = f"{error.type_name}: {error.message}"
-        elif self.stop_reason is StopReason.BUDGET and self._budget is not None:
-            reason = self._budget.exhausted() or "the budget is spent"
-        elif self.stop_reason is not None:
-            reason = f"stopped ({self._stopped_by()})"
-        else:
-            reason = "stopped"
-        return RunStopped(f"{self.model} at {self.backend.endpoint}: {reason}", cause=error)
+        return stopped_error(f"{self.model} at {self.backend.endpoint}", self.stop_reason, self.fatal, self._budget)
 
     def stats(self) -> EngineStats:
         tally = self._tally
@@ -606,12 +597,29 @@ class Engine:
         )
 
     def _stopped_by(self) -> str | None:
-        reason = self.stop_reason
-        if reason is StopReason.FATAL and self.fatal is not None:
-            return self.fatal.type_name
-        if reason is StopReason.INPUT or reason is StopReason.OUTPUT:
-            return f"an {reason} error"
-        return reason
+        return stopped_by(self.stop_reason, self.fatal)
+
+
+def stopped_error(where: str, reason: StopReason | None, fatal: FatalError | None, budget: Budget | None) -> RunStopped:
+    """What a lane that stopped early raises: where, and why (the fatal answer, the budget, or the reason)."""
+    if fatal is not None:
+        why = f"{fatal.type_name}: {fatal.message}"
+    elif reason is StopReason.BUDGET and budget is not None:
+        why = budget.exhausted() or "the budget is spent"
+    elif reason is not None:
+        why = f"stopped ({stopped_by(reason, fatal)})"
+    else:
+        why = "stopped"
+    return RunStopped(f"{where}: {why}", cause=fatal)
+
+
+def stopped_by(reason: StopReason | None, fatal: FatalError | None) -> str | None:
+    """Why a lane stopped, for display (`EngineStats.stopped_by`)."""
+    if reason is StopReason.FATAL and fatal is not None:
+        return fatal.type_name
+    if reason is StopReason.INPUT or reason is StopReason.OUTPUT:
+        return f"an {reason} error"
+    return reason
 
 
 async def each_request(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:

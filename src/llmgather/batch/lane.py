@@ -33,7 +33,15 @@ from llmgather.batch.counts import BatchCounts, BatchView
 from llmgather.batch.journal import Journal, Part, custom_id
 from llmgather.budget import Budget, to_units
 from llmgather.config import BatchOptions
-from llmgather.engine import Engine, EngineStats, ResultCache, StopReason, each_request
+from llmgather.engine import (
+    Engine,
+    EngineStats,
+    ResultCache,
+    StopReason,
+    each_request,
+    stopped_by,
+    stopped_error,
+)
 from llmgather.errors import FatalError, PermanentError, RequestError, RunStopped, TransientError
 from llmgather.limits import Limits, TokenEstimator
 from llmgather.limits.gate import CostFn
@@ -715,14 +723,7 @@ class BatchLane:
         self.stop(StopReason.FATAL)
 
     def _stopped_error(self) -> RunStopped:
-        error = self.fatal
-        if error is not None:
-            reason = f"{error.type_name}: {error.message}"
-        elif self.stop_reason is StopReason.BUDGET and self._budget is not None:
-            reason = self._budget.exhausted() or "the budget is spent"
-        else:
-            reason = f"stopped ({self.stop_reason})"
-        return RunStopped(f"{self.model} at {self.api.endpoint}: {reason}", cause=error)
+        return stopped_error(f"{self.model} at {self.api.endpoint}", self.stop_reason, self.fatal, self._budget)
 
     # -- what the view shows ---------------------------------------------------------------------
 
@@ -747,11 +748,6 @@ class BatchLane:
             latency_p50_s=self._latency.percentile(50),
             latency_p95_s=self._latency.percentile(95),
             latency_p99_s=self._latency.percentile(99),
-            stopped_by=self._stopped_by() or online.stopped_by,
+            stopped_by=stopped_by(self.stop_reason, self.fatal) or online.stopped_by,
             batch=counts,
         )
-
-    def _stopped_by(self) -> str | None:
-        if self.stop_reason is StopReason.FATAL and self.fatal is not None:
-            return self.fatal.type_name
-        return None if self.stop_reason is None else str(self.stop_reason)

@@ -470,11 +470,17 @@ def _finish(options: RunOptions, config: RunConfig, outcome: Outcome, cache: Res
             click.echo(_cache_line(cache), err=True)
     for stop in outcome.stopped:
         click.echo(f"llmgather: stopped: {stop}", err=True)
-    if outcome.live_batches:
-        # Paid for and running: they are never cancelled on the way out (`llmgather batches OUT --cancel` does).
+    if outcome.live_batches or outcome.unconfirmed_batches:
+        # Paid for: they are never cancelled on the way out (`llmgather batches OUT --cancel` does).
+        live = [f"{outcome.live_batches} batches are live at the provider"] if outcome.live_batches else []
+        if outcome.unconfirmed_batches:
+            live.append(
+                f"{outcome.unconfirmed_batches} submissions were cut short (the resume asks the provider for their"
+                " batches before sending them again)"
+            )
         click.echo(
-            f"llmgather: {outcome.live_batches} batches are running at the provider; {outcome.written} results"
-            f" written this run. To collect the rest, run:\n  {resume_command(sys.argv[1:])}",
+            f"llmgather: {'; '.join(live)}; {outcome.written} results written this run. To collect the rest, run:"
+            f"\n  {resume_command(sys.argv[1:])}",
             err=True,
         )
         if not (outcome.interrupted or outcome.stopped):

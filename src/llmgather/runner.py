@@ -53,7 +53,9 @@ class Outcome:
     cut_off: int
     """Requests in flight when the run was cut short (a second signal, the grace ended): not written."""
     live_batches: int = 0
-    """Batches left running at the provider (`--detach`, a signal, a stop): a resume collects them."""
+    """Batches left live at the provider (`--detach`, a signal, a stop): a resume collects them."""
+    unconfirmed_batches: int = 0
+    """Parts whose submission was cut short before the provider named their batch: a resume asks it first."""
 
 
 class Run:
@@ -247,8 +249,19 @@ class Run:
             await stream.aclose()
         interrupted = any(engine.stop_reason == StopReason.SIGNAL for engine in self.everyone)
         wall_s = time.monotonic() - started
-        live = len(self.journal.live_parts()) if self.journal is not None else 0
-        return Outcome(self.stats(), wall_s, list(self.stopped), interrupted, failed, written, self.cut_off, live)
+        live = self.journal.live_parts() if self.journal is not None else []
+        named = sum(part.batch_id is not None for part in live)
+        return Outcome(
+            self.stats(),
+            wall_s,
+            list(self.stopped),
+            interrupted,
+            failed,
+            written,
+            self.cut_off,
+            named,
+            len(live) - named,
+        )
 
     def stop(self, reason: StopReason) -> None:
         """Admit nothing more; what is in flight finishes."""

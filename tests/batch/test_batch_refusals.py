@@ -68,3 +68,14 @@ def test_cancelled_batches_let_overwrite_start_over_but_an_online_resume_is_stil
     fresh = run_cli(*online, "--overwrite")
     assert fresh.returncode == 0, fresh.stderr
     assert len(read_jsonl(out)) == 20
+
+
+@pytest.mark.slow  # four tries to connect, 14 s of backoff
+def test_a_submission_cut_short_is_told_as_such_not_as_a_running_batch(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(5, "dead"))
+    out = tmp_path / "out.jsonl"
+    dead = "http://127.0.0.1:9/v1"  # nothing listens: the batch was never made
+    done = run_cli("run", str(source), "-o", str(out), "-m", "openai/fake", "--api-base", dead, "--batch")
+    assert done.returncode == 3, done.stderr
+    assert "1 submissions were cut short" in done.stderr and "batches are live" not in done.stderr
+    assert "--batch --resume" in done.stderr

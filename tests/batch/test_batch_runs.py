@@ -589,7 +589,7 @@ def test_ctrl_c_leaves_the_batches_running_and_prints_the_resume_command(
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
-    assert "4 batches are running at the provider" in stderr
+    assert "4 batches are live at the provider" in stderr
     assert log_events(log, "batch_cancel") == []  # paid for: left to run
     command = stderr.split("To collect the rest, run:\n", 1)[1].strip().splitlines()[0]
     assert command.endswith("--resume")

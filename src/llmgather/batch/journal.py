@@ -67,13 +67,12 @@ class Part:
     def live(self) -> bool:
         return not self.ended
 
-    def custom_id(self, index: int) -> str:
-        return custom_id(self.run, self.number, index)
-
-    def index_of(self, custom_id: str) -> int | None:
-        """The index into `ids` a custom id of this part names, or None if it names none."""
-        prefix, _, index = custom_id.rpartition("-")
-        if prefix != f"{self.run}-p{self.number}" or not index.isdigit() or int(index) >= len(self.ids):
+    def index_of(self, named: str) -> int | None:
+        """The index into `ids` a custom id (`custom_id`) of this part names, or None if it names none."""
+        prefix, _, index = named.rpartition("-")
+        if prefix != custom_id(self.run, self.number, 0).rpartition("-")[0]:
+            return None
+        if not index.isdigit() or int(index) >= len(self.ids):
             return None
         return int(index)
 

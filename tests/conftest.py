@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 # LiteLLM, when a test imports it, would otherwise try to fetch its price map from the network for seconds.
@@ -200,3 +201,15 @@ def complete_once(backend: Any, prompt: str, max_retries: int = 3, **params: Any
             await backend.aclose()
 
     return asyncio.run(go())
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own, on a free 127.0.0.1 port (see `redis_server.py`)."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,90 @@
+-- One request's admission to a shared quota: `shared_state.SharedState.admit`, step for step, atomically.
+-- KEYS[1]: the quota's hash; KEYS[2]: its members (a sorted set, by when each last asked).
+-- ARGV: member, amounts[4], rates[4], ceilings[4], corrections[4], hold_s, max_wait_s, blind (0/1),
+--       initial window, member ttl, state ttl, blind poll, endpoint, model.
+-- Returns: admitted (0/1), wait_s, ceilings[4], members, cooling_s, granted, paces[4]; numbers as strings, since
+-- Redis would cut a Lua number to an integer.
+local quota, members = KEYS[1], KEYS[2]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+
+local amounts, rates, ceilings, corrections = {}, {}, {}, {}
+for k = 1, 4 do
+  amounts[k] = tonumber(ARGV[1 + k])
+  rates[k] = tonumber(ARGV[5 + k])
+  ceilings[k] = tonumber(ARGV[9 + k])
+  corrections[k] = tonumber(ARGV[13 + k])
+end
+local hold_s, max_wait_s, blind = tonumber(ARGV[18]), tonumber(ARGV[19]), ARGV[20] == '1'
+local initial_window, member_ttl, state_ttl = tonumber(ARGV[21]), tonumber(ARGV[22]), tonumber(ARGV[23])
+local blind_poll = tonumber(ARGV[24])
+
+local fields = {'tat1', 'tat2', 'tat3', 'tat4', 'ceiling1', 'ceiling2', 'ceiling3', 'ceiling4',
+                'pace1', 'pace2', 'pace3', 'pace4', 'cool_until', 'blind_left', 'granted'}
+local stored = redis.call('HMGET', quota, unpack(fields))
+local tat, known, paces = {}, {}, {}
+for k = 1, 4 do
+  tat[k] = tonumber(stored[k]) or 0
+  known[k] = tonumber(stored[4 + k]) or 0
+  paces[k] = tonumber(stored[8 + k]) or 0
+end
+local cool_until = tonumber(stored[13]) or 0
+local blind_left = tonumber(stored[14]) or initial_window
+local granted = tonumber(stored[15]) or 0
+
+redis.call('ZADD', members, now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', members, '-inf', now - member_ttl)
+
+for k = 1, 4 do
+  if ceilings[k] > 0 then known[k] = ceilings[k] end
+  if rates[k] > 0 and corrections[k] ~= 0 then
+    tat[k] = math.max(now, tat[k] + corrections[k] / rates[k])
+  end
+end
+if hold_s > 0 then
+  cool_until = math.max(cool_until, now + hold_s)
+  for k = 1, 4 do tat[k] = math.max(tat[k], cool_until) end
+end
+
+local admitted, at = false, math.max(now, cool_until)
+if blind then
+  local anyone_knows = false
+  for k = 1, 4 do if known[k] > 0 then anyone_knows = true end end
+  if anyone_knows then
+    at = now
+  elseif blind_left <= 0 then
+    at = now + blind_poll
+  else
+    blind_left = blind_left - 1
+    admitted = true
+  end
+else
+  for k = 1, 4 do
+    if rates[k] > 0 and amounts[k] > 0 then at = math.max(at, tat[k]) end
+  end
+  if at - now <= max_wait_s then
+    admitted = true
+    for k = 1, 4 do
+      if rates[k] > 0 then
+        paces[k] = rates[k]
+        if amounts[k] > 0 then tat[k] = at + amounts[k] / rates[k] end
+      end
+    end
+  end
+end
+if admitted then granted = granted + 1 end
+
+redis.call('HSET', quota,
+  'tat1', tostring(tat[1]), 'tat2', tostring(tat[2]), 'tat3', tostring(tat[3]), 'tat4', tostring(tat[4]),
+  'ceiling1', tostring(known[1]), 'ceiling2', tostring(known[2]),
+  'ceiling3', tostring(known[3]), 'ceiling4', tostring(known[4]),
+  'pace1', tostring(paces[1]), 'pace2', tostring(paces[2]), 'pace3', tostring(paces[3]), 'pace4', tostring(paces[4]),
+  'cool_until', tostring(cool_until), 'blind_left', tostring(blind_left), 'granted', tostring(granted),
+  'endpoint', ARGV[25], 'model', ARGV[26], 'seen', tostring(now))
+redis.call('EXPIRE', quota, state_ttl)
+redis.call('EXPIRE', members, state_ttl)
+
+return {admitted and 1 or 0, tostring(math.max(0, at - now)),
+        tostring(known[1]), tostring(known[2]), tostring(known[3]), tostring(known[4]),
+        redis.call('ZCARD', members), tostring(math.max(0, cool_until - now)), granted,
+        tostring(paces[1]), tostring(paces[2]), tostring(paces[3]), tostring(paces[4])}

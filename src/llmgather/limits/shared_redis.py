@@ -1,0 +1,165 @@
+"""The shared state in Redis: `admit.lua` run atomically, one round trip per request, and the live state of
+every quota kept there for `llmgather shared status`.
+
+redis-py is imported here only, when a run asks for `--shared`: a run without it never pays its import.
+Its own retries are off: a store that does not answer is the limiter's to handle (it paces alone meanwhile),
+and a retry would only hold every waiting request up for longer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from llmgather.limits.shared_state import (
+    BLIND_POLL_S,
+    INITIAL_WINDOW,
+    MEMBER_TTL_S,
+    STATE_TTL_S,
+    Ask,
+    Four,
+    Grant,
+    QuotaId,
+    Unreachable,
+)
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+PREFIX = "llmgather:quota:"
+MEMBERS_PREFIX = "llmgather:members:"
+TIMEOUT_S = 1.0
+"""A store this slow is as good as gone: the limiter paces alone until it answers again."""
+MAX_CONNECTIONS = 16
+"""Per process: asks beyond it wait for a connection rather than open more."""
+
+
+def redacted(url: str) -> str:
+    """`url` with any password replaced, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaView:
+    """One quota as `llmgather shared status` shows it."""
+
+    endpoint: str
+    model: str
+    ceilings: Four
+    """Per minute, 0.0 where unknown."""
+    paces: Four
+    """Per second, as last asked for."""
+    members: int
+    cooling_s: float
+    queued_s: float
+    """How far ahead the schedule is booked: requests granted a slot that has not come yet."""
+    granted: int
+
+
+class RedisStore:
+    def __init__(self, client: Redis, url: str) -> None:
+        self._client = client
+        self.where = redacted(url)
+        self._script = client.register_script(resources.files(__package__).joinpath("admit.lua").read_text())
+
+    @classmethod
+    def connect(cls, url: str) -> RedisStore:
+        """A store for `url` (redis://, rediss:// or unix://); nothing is sent until it is used."""
+        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=TIMEOUT_S,
+            socket_timeout=TIMEOUT_S,
+            socket_connect_timeout=TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return cls(Redis(connection_pool=pool), url)
+
+    async def admit(self, quota: QuotaId, ask: Ask) -> Grant:
+        key = quota.key
+        args: list[Any] = [
+            ask.member,
+            *ask.amounts,
+            *ask.rates,
+            *ask.ceilings,
+            *ask.corrections,
+            ask.hold_s,
+            ask.max_wait_s,
+            1 if ask.blind else 0,
+            INITIAL_WINDOW,
+            MEMBER_TTL_S,
+            STATE_TTL_S,
+            BLIND_POLL_S,
+            quota.endpoint,
+            quota.model,
+        ]
+        reply = await self._call(self._script(keys=[PREFIX + key, MEMBERS_PREFIX + key], args=args))
+        return Grant(
+            admitted=int(reply[0]) == 1,
+            wait_s=float(reply[1]),
+            ceilings=_four(reply[2:6]),
+            members=int(reply[6]),
+            cooling_s=float(reply[7]),
+            granted=int(reply[8]),
+            paces=_four(reply[9:13]),
+        )
+
+    async def ping(self) -> None:
+        await self._call(self._client.ping())
+
+    async def quotas(self) -> list[QuotaView]:
+        """Every quota kept here, as it stands now."""
+        client = self._client
+        seconds, micros = await self._call(client.time())
+        now = seconds + micros / 1e6
+        views = []
+        async for raw in client.scan_iter(match=PREFIX + "*", count=100):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            fields = {k.decode(): v.decode() for k, v in (await self._call(client.hgetall(key))).items()}
+            members = await self._call(client.zcount(MEMBERS_PREFIX + key[len(PREFIX) :], now - MEMBER_TTL_S, "+inf"))
+            if fields:
+                views.append(_view(fields, now, int(members)))
+        return sorted(views, key=lambda view: (view.endpoint, view.model))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, awaitable: Any) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            return await awaitable
+        except (RedisError, OSError) as exc:
+            raise Unreachable(f"{self.where}: {exc or type(exc).__name__}") from exc
+
+
+def _four(values: Any) -> Four:
+    a, b, c, d = (float(value) for value in values)
+    return (a, b, c, d)
+
+
+def _view(fields: dict[str, str], now: float, members: int) -> QuotaView:
+    def number(name: str) -> float:
+        return float(fields.get(name) or 0.0)
+
+    tat = max(number(f"tat{k}") for k in range(1, 5))
+    return QuotaView(
+        endpoint=fields.get("endpoint", ""),
+        model=fields.get("model", ""),
+        ceilings=_four(number(f"ceiling{k}") for k in range(1, 5)),
+        paces=_four(number(f"pace{k}") for k in range(1, 5)),
+        members=members,
+        cooling_s=max(0.0, number("cool_until") - now),
+        queued_s=max(0.0, tat - now),
+        granted=int(number("granted")),
+    )

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint chromium bench bench-memory clean
+.PHONY: demo test lint chromium redis bench bench-memory clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "llmgather needs Python 3.11 or newer")'
@@ -26,7 +26,7 @@ lint: $(VENV)/.dev
 	$(BIN)/mypy
 
 # The quick suite first (about 6 minutes), then the slow scale and crash tests (about 3 more).
-test: lint chromium
+test: lint chromium redis
 	$(BIN)/pytest -m "not slow"
 	$(BIN)/pytest -m slow
 
@@ -37,6 +37,14 @@ chromium:
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	else echo "chromium is missing and installing it needs root (make chromium as root): the browser test is skipped"; fi
+
+# The Redis tests start their own redis-server on a free port. As root (CI on a fresh Debian machine) this
+# installs Debian's package; otherwise it says so, and those tests fail naming it.
+redis:
+	@if command -v redis-server >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; \
+	else echo "redis-server is missing and installing it needs root (make redis as root): the Redis tests fail"; fi
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py

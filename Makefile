@@ -46,12 +46,13 @@ redis:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; \
 	else echo "redis-server is missing and installing it needs root (make redis as root): the Redis tests fail"; fi
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev redis
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/cache.py
 	$(BIN)/python bench/anthropic_path.py
 	$(BIN)/python bench/batch_routes.py
+	$(BIN)/python bench/shared.py
 
 bench-memory: $(VENV)/.dev
 	$(BIN)/python bench/memory.py

@@ -1,4 +1,5 @@
-"""The response cache: SQLite in WAL mode, so that several runs (processes) can share one file.
+"""The response cache: SQLite in WAL mode, so that several runs (processes) can share one file; or
+Redis (`cache_redis.py`, the same keys and rules), so that workers on several hosts can share it.
 
 The key is a versioned hash of everything that changes the answer: the model, the endpoint and
 `Request.canonical()`. The API key is not part of it and is never stored. Every request is cached, as
@@ -24,9 +25,16 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmgather.errors import InputError
 from llmgather.types import Request, Result, Usage
+
+if TYPE_CHECKING:
+    from llmgather.cache_redis import RedisCache
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""A cache given as a URL with one of these is kept in Redis; anything else is an SQLite file."""
 
 KEY_VERSION = "v2"
 """Leads every key: a change of key scheme changes it, so an old key can never serve a new request."""
@@ -60,10 +68,32 @@ _Row = tuple[str, str, float, str | None, str | None, str | None]
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
-    path: Path
+    where: str
+    """The file, or the Redis URL (its password hidden)."""
     entries: int
     bytes: int
     by_model: dict[str, int]
+
+
+def is_redis(where: str | os.PathLike[str]) -> bool:
+    return isinstance(where, str) and where.startswith(REDIS_SCHEMES)
+
+
+def open_cache(
+    where: str | os.PathLike[str],
+    *,
+    deterministic_only: bool = False,
+    on_warning: Callable[[str], None] | None = None,
+    ttl_s: float | None = None,
+) -> ResponseCache | RedisCache:
+    """The cache at `where`: a Redis URL or an SQLite file. One that cannot serve is refused now (`InputError`)."""
+    if is_redis(where):
+        from llmgather.cache_redis import RedisCache
+
+        return RedisCache(str(where), deterministic_only=deterministic_only, on_warning=on_warning, ttl_s=ttl_s)
+    if ttl_s is not None:
+        raise InputError("an expiry is for a cache kept in Redis: an SQLite cache keeps its answers", source=str(where))
+    return ResponseCache(where, deterministic_only=deterministic_only, on_warning=on_warning)
 
 
 def cache_key(model: str, endpoint: str, request: Request) -> str:
@@ -110,7 +140,12 @@ class ResponseCache:
         self._held_up = False  # the last flush met a lock
         self._db: sqlite3.Connection | None = _open(self.path)
 
+    async def lookup(self, model: str, endpoint: str, request: Request) -> Result | None:
+        """The engine's way in: SQLite answers at once (see `get`), so the loop never waits long."""
+        return self.get(model, endpoint, request)
+
     def get(self, model: str, endpoint: str, request: Request) -> Result | None:
+        """`lookup` for a script, outside the event loop."""
         if self._db is None or self.disabled is not None:
             return None
         if self.deterministic_only and not is_deterministic(request):
@@ -149,7 +184,7 @@ class ResponseCache:
         except sqlite3.Error as exc:
             raise _unusable(self.path, exc, self._close_timeout_s) from exc
         size = sum(p.stat().st_size for p in _files(self.path) if p.exists())
-        return CacheStats(self.path, sum(n for _, n in rows), size, dict(rows))
+        return CacheStats(str(self.path), sum(n for _, n in rows), size, dict(rows))
 
     def clear(self, model: str | None = None) -> int:
         db = self._usable()
@@ -239,8 +274,21 @@ class ResponseCache:
 def _result(request: Request, model: str, row: _Row) -> Result | None:
     _, _, _, content, usage, finish_reason = row
     try:
-        kept = Usage(**json.loads(usage)) if usage else None
-    except (ValueError, TypeError):  # a damaged row is a miss, not an answer
+        kept = json.loads(usage) if usage else None
+    except ValueError:
+        return None
+    return answer_from(request, model, content, kept, finish_reason)
+
+
+def answer_from(
+    request: Request, model: str, content: str | None, usage: object, finish_reason: str | None
+) -> Result | None:
+    """The `Result` a kept answer stands for (free, no attempts), or None if what was kept is damaged: a miss."""
+    try:
+        kept = Usage(**usage) if isinstance(usage, dict) else None
+    except TypeError:
+        return None
+    if usage is not None and kept is None:
         return None
     return Result(
         id=request.id,
@@ -385,6 +433,6 @@ def _files(path: Path) -> list[Path]:
 
 
 def describe(stats: CacheStats) -> list[str]:
-    lines = [f"{stats.path}: {stats.entries} answers, {stats.bytes / 1e6:.1f} MB"]
+    lines = [f"{stats.where}: {stats.entries} answers, {stats.bytes / 1e6:.1f} MB"]
     lines += [f"  {model}: {count}" for model, count in stats.by_model.items()]
     return lines

@@ -76,9 +76,12 @@ class StopReason(enum.StrEnum):
 
 
 class ResultCache(Protocol):
-    """Answers kept from earlier runs (see `llmgather.cache`): a hit is a result without a request."""
+    """Answers kept from earlier runs (see `llmgather.cache`): a hit is a result without a request.
 
-    def get(self, model: str, endpoint: str, request: Request) -> Result | None: ...
+    `lookup` is awaited, so that a cache across the network (Redis) never holds up the loop; `put` only
+    queues the answer. Neither raises: a cache in trouble misses and drops, and says so itself."""
+
+    async def lookup(self, model: str, endpoint: str, request: Request) -> Result | None: ...
 
     def put(self, model: str, endpoint: str, request: Request, result: Result) -> None: ...
 
@@ -342,7 +345,7 @@ class Engine:
         cache = self._cache
         if cache is None:
             return await self._run(request)
-        hit = cache.get(self.model, self.backend.endpoint, request)
+        hit = await cache.lookup(self.model, self.backend.endpoint, request)
         if hit is not None:
             self._tally.succeeded += 1
             self._tally.cached += 1

@@ -159,7 +159,7 @@ class BatchLane:
         """Yield one Result per request as its batch ends (or as it is answered online after `--by`)."""
         owners = self._owners()
         async for request in each_request(requests):
-            hit = self._cache.get(self.model, self.api.endpoint, request) if self._cache is not None else None
+            hit = await self._cache.lookup(self.model, self.api.endpoint, request) if self._cache is not None else None
             if hit is not None:
                 self._tally_cached += 1
                 self._tally_succeeded += 1

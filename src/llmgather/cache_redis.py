@@ -222,6 +222,8 @@ class RedisCache:
 
     def _answers(self, done: Future[Any]) -> bool:
         """Whether Redis did what the worker asked; if not, the run goes on without it, saying so once."""
+        if done.cancelled():  # dropped at close: not Redis's doing
+            return False
         exc = done.exception()
         if exc is None:
             if self._down_since is not None:
@@ -302,7 +304,7 @@ class RedisCache:
         redis, self._redis = self._redis, None
         if redis is None:
             return
-        self._worker.shutdown(wait=True)
+        self._worker.shutdown(wait=True, cancel_futures=True)  # what it was still to write is in `_writing`
         held = {**self._writing, **self._pending}
         self._writing, self._pending = {}, {}
         try:

@@ -222,7 +222,7 @@ class RedisCache:
 
     def _answers(self, done: Future[Any]) -> bool:
         """Whether Redis did what the worker asked; if not, the run goes on without it, saying so once."""
-        if done.cancelled():  # dropped at close: not Redis's doing
+        if done.cancelled():  # dropped at close, not Redis's doing
             return False
         exc = done.exception()
         if exc is None:
@@ -260,10 +260,10 @@ class RedisCache:
 
         try:
             self._worker.submit(job).add_done_callback(back)
-        except RuntimeError:  # the worker has shut down: the cache is closed
-            failed: Future[T] = Future()
-            failed.set_exception(ConnectionError("the response cache is closed"))
-            then(failed)
+        except RuntimeError:  # the worker has shut down: the cache is closed, and that is no outage
+            dropped: Future[T] = Future()
+            dropped.cancel()
+            then(dropped)
 
     def _warn(self, message: str) -> None:
         if self._on_warning is not None:

@@ -173,6 +173,18 @@ def main() -> None:
 )
 @click.option("--batch-size", type=int, help="With --batch: at most this many requests per batch.")
 @click.option("--detach", is_flag=True, help="With --batch: submit the batches and exit; --resume collects them.")
+@click.option(
+    "--shared",
+    metavar="redis://HOST:PORT/DB",
+    help="Pace together with every other process given the same Redis: one provider limit for all of them (each"
+    " model's requests, tokens, cool-downs and learned limits are kept there). A run whose Redis does not answer"
+    " is refused; one that loses it mid-run paces alone at its share until it is back.",
+)
+@click.option(
+    "--shared-optional",
+    is_flag=True,
+    help="With --shared: if Redis does not answer at the start, pace alone until it does instead of refusing.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress view and no summary.")
 def run_command(**options: Any) -> None:
     """Send every request in INPUT (JSONL, CSV or Parquet; '-' reads JSONL from standard input).
@@ -226,6 +238,8 @@ class RunOptions:
     batch_by: str | None
     batch_size: int | None
     detach: bool
+    shared: str | None
+    shared_optional: bool
     quiet: bool
 
 
@@ -304,7 +318,7 @@ def _run(options: RunOptions, *, stdout_closed: bool = False) -> int:
     from llmgather import eventloop
     from llmgather.errors import InputError
     from llmgather.io import OutputFile, open_input
-    from llmgather.runner import opened_cache, refuse_changed_input, refuse_live_batches
+    from llmgather.runner import opened_cache, reach_shared, refuse_changed_input, refuse_live_batches
 
     config = _run_config(options)
     if config.output is None and stdout_closed and not options.dry_run:
@@ -316,6 +330,7 @@ def _run(options: RunOptions, *, stdout_closed: bool = False) -> int:
             return EXIT_OK
         config.check_keys()  # after the dry run: estimating needs no key
         refuse_live_batches(config)
+        eventloop.run(reach_shared(config))
         guard = {"input": source.path or _stdin_file(options.input_path), "cache": config.cache}
         with (
             opened_cache(config, on_warning=lambda message: _tell(f"warning: {message}")) as cache,
@@ -348,7 +363,10 @@ async def _drive(
     from llmgather.runner import Run, Signals
 
     mode = "quiet" if quiet else ("live" if sys.stderr.isatty() else "plain")
-    async with Run(config, cache=cache) as run, Progress(run.stats, totals, mode=mode, stream=sys.stderr):
+    async with (
+        Run(config, cache=cache, on_warning=lambda m: _tell(f"warning: {m}")) as run,
+        Progress(run.stats, totals, mode=mode, stream=sys.stderr),
+    ):
         with Signals(run, config.grace_s, _tell):
             return await run.drive(source, output.write, output.state)
 
@@ -382,6 +400,7 @@ def _run_config(options: RunOptions) -> RunConfig:
         "max_retries": options.max_retries,
         "deadline": options.deadline,
         "prices": dict(parse_price(text) for text in options.prices),
+        "shared": options.shared,
     }
     path = options.models_file
     tables = configs_from_tables(path, read_model_tables(path), flags) if path is not None else []
@@ -405,6 +424,7 @@ def _run_config(options: RunOptions) -> RunConfig:
         by=options.batch_by,
         batch_size=options.batch_size,
         detach=options.detach,
+        shared_optional=options.shared_optional,
     )
 
 
@@ -586,6 +606,39 @@ def batches_command(output: Path, cancel: bool, api_key_env: str | None) -> None
         for line in listing_lines(listed):
             click.echo(line)
         return EXIT_FAILURES if any(entry.problem and entry.status is None for entry in listed) else EXIT_OK
+
+    _exit_at_once(_at_the_boundary(show))
+
+
+@main.group("shared")
+def shared_group() -> None:
+    """The paces that runs given --shared keep in Redis."""
+
+
+@shared_group.command("status")
+@click.argument("url", metavar="redis://HOST:PORT/DB")
+def shared_status(url: str) -> None:
+    """Print the live state of every limit kept at URL: its limits, its pace, who shares it, what is booked."""
+    from llmgather import eventloop
+    from llmgather.config import check_shared
+    from llmgather.errors import InputError
+    from llmgather.limits.shared_redis import RedisStore, status_lines
+    from llmgather.limits.shared_state import Unreachable
+
+    async def read() -> list[str]:
+        store = RedisStore.connect(url)
+        try:
+            return status_lines(await store.quotas(), store.where)
+        except Unreachable as exc:
+            raise InputError(f"the shared pace does not answer ({exc})") from None
+        finally:
+            await store.aclose()
+
+    def show() -> int:
+        check_shared(url)
+        for line in eventloop.run(read()):
+            click.echo(line)
+        return EXIT_OK
 
     _exit_at_once(_at_the_boundary(show))
 

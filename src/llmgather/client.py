@@ -21,7 +21,7 @@ from llmgather.engine import Engine, EngineStats
 from llmgather.errors import InputError, RequestError
 from llmgather.io import OutputFile, read_results
 from llmgather.io.reader import request_of, requests_from
-from llmgather.runner import Run, opened_cache, refuse_changed_input, refuse_live_batches
+from llmgather.runner import Run, opened_cache, reach_shared, refuse_changed_input, refuse_live_batches
 from llmgather.types import Message, Request, Result
 
 Prompt = str | dict[str, Any] | Request
@@ -178,6 +178,7 @@ async def gather(
     backends = dict.fromkeys(names, backend) if backend is not None else None
     config.check_keys(served=backends or ())  # before the output is opened: --overwrite would empty it
     refuse_live_batches(config)
+    await reach_shared(config)
     with contextlib.ExitStack() as stack:
         cache = stack.enter_context(opened_cache(config, shared_cache))  # before the output: see opened_cache
         output = done = None

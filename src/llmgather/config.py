@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from llmgather.errors import InputError
 from llmgather.limits import Limits
+from llmgather.limits.shared_state import SharedStore
 from llmgather.litellm_files import litellm_file
 from llmgather.pricing import Prices, price_of
 from llmgather.retry import RetryPolicy
@@ -107,6 +108,7 @@ MODEL_SETTINGS = frozenset(
         "timeout",
         "max_retries",
         "deadline",
+        "shared",
     }
 )
 """A model's settings, named alike as flags (`--max-retries`), TOML keys and Python keywords."""
@@ -115,7 +117,7 @@ MODEL_KEYWORDS = MODEL_SETTINGS | {"api_key", "prices"}
 RUN_KEYWORDS = frozenset(
     {
         *("output", "resume", "retry_failed", "overwrite", "cache_deterministic_only", "max_cost", "max_requests"),
-        *("grace", "batch", "by", "batch_size", "detach"),
+        *("grace", "batch", "by", "batch_size", "detach", "shared_optional"),
     }
 )
 """`RunConfig.build`'s keywords besides the models."""
@@ -133,8 +135,34 @@ def _number(name: str, value: Any, *, low: float = 0.0, low_open: bool = True, w
     return value  # type: ignore[no-any-return]
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{name}= takes True or False, got {json.dumps(value, default=repr)}")
+    return value
+
+
 def _optional(name: str, value: Any, **bounds: Any) -> Any:
     return None if value is None else _number(name, value, **bounds)
+
+
+SHARED_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_shared(shared: Any) -> str | SharedStore | None:
+    """A Redis URL (redis://HOST:PORT/DB, rediss://, unix://), a store object, or None."""
+    if shared is None or (hasattr(shared, "admit") and hasattr(shared, "ping") and not isinstance(shared, str)):
+        return shared
+    if isinstance(shared, str):
+        parts = urlsplit(shared)
+        try:
+            parts.port  # noqa: B018 (a port that is not a number raises here)
+        except ValueError:
+            parts = parts._replace(scheme="")
+        if parts.scheme in SHARED_SCHEMES and (parts.hostname or parts.path):
+            return shared
+    raise InputError(
+        f"--shared (shared=) takes a Redis URL such as redis://localhost:6379/0, got {json.dumps(shared, default=repr)}"
+    )
 
 
 def check_api_base(api_base: Any) -> str | None:
@@ -254,6 +282,8 @@ class ModelConfig:
     """Prices the user gave (USD per million tokens), by model; they win over any table."""
     api_key_env: str | None = None
     """The variable the user named for the key, if any."""
+    shared: str | SharedStore | None = None
+    """Where its pace is shared with other processes (`--shared`): a Redis URL, or a store (a Ray actor's)."""
 
     @classmethod
     def build(
@@ -273,6 +303,7 @@ class ModelConfig:
         deadline: float | None = 600.0,
         prices: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
+        shared: str | SharedStore | None = None,
     ) -> ModelConfig:
         """Check every setting and find the key. The key goes only where it belongs: OPENAI_API_KEY to
         OpenAI's own endpoint, ANTHROPIC_API_KEY to Anthropic's, GEMINI_API_KEY to Google's; any other
@@ -307,6 +338,7 @@ class ModelConfig:
             retry=retry,
             prices=check_prices(prices),
             api_key_env=api_key_env,
+            shared=check_shared(shared),
         )
 
     def price(self) -> Prices | None:
@@ -494,6 +526,9 @@ class RunConfig:
     grace_s: float = 10.0
     batch: BatchOptions | None = None
     """Through the providers' batch APIs (`--batch`), or online (None)."""
+    shared_optional: bool = False
+    """`--shared-optional`: a shared store that does not answer at the start is waited for while pacing alone,
+    rather than refused."""
 
     @classmethod
     def build(
@@ -514,6 +549,7 @@ class RunConfig:
         by: float | str | None = None,
         batch_size: int | None = None,
         detach: bool = False,
+        shared_optional: bool = False,
     ) -> RunConfig:
         """`batch=True` sends through the providers' batch APIs; `by`, `batch_size` and `detach` are
         `--by`, `--batch-size` and `--detach`, and go with it."""
@@ -546,7 +582,10 @@ class RunConfig:
             max_requests=_optional("max_requests", max_requests, low=1, low_open=False, whole=True),
             grace_s=_number("grace", grace, low_open=False),
             batch=_batch_options(batch, by, batch_size, detach),
+            shared_optional=_flag("shared_optional", shared_optional),
         )
+        if config.shared_optional and not config.shared:
+            raise InputError("--shared-optional (shared_optional=) goes with --shared (shared=)")
         if config.batch is not None:
             config.check_batch()
         if config.max_cost is not None:
@@ -557,6 +596,15 @@ class RunConfig:
     @property
     def everyone(self) -> tuple[ModelConfig, ...]:
         return (*self.models, *self.fallbacks)
+
+    @property
+    def shared(self) -> list[str | SharedStore]:
+        """Every store a model's pace is shared through, once each."""
+        stores: list[str | SharedStore] = []
+        for c in self.everyone:
+            if c.shared is not None and c.shared not in stores:
+                stores.append(c.shared)
+        return stores
 
     def check_batch(self) -> None:
         """A batch run needs a provider with a batch API, and its output file for the journal beside it."""

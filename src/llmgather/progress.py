@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING
 
 from llmgather.engine import EngineStats
 from llmgather.limits import LimiterStats
+from llmgather.limits.shared_state import SharedStats
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions
@@ -57,8 +58,18 @@ def _eta(remaining: int, rate: float) -> str:
 
 
 def pace_text(limiter: LimiterStats) -> str:
-    """The pace against the limit, per minute: '5,880/6,000 rpm' (pace below the limit after 429s)."""
-    return ", ".join(_pace_parts(limiter)) or "no limit known"
+    """The pace against the limit, per minute: '5,880/6,000 rpm' (pace below the limit after 429s), and with
+    whom it is shared."""
+    text = ", ".join(_pace_parts(limiter)) or "no limit known"
+    return text if limiter.shared is None else f"{text}; {shared_text(limiter.shared)}"
+
+
+def shared_text(shared: SharedStats) -> str:
+    """'shared by 4 processes, 26% here' (or, while the store is away, the share paced alone)."""
+    if not shared.together:
+        return f"pacing alone at {shared.share:.0%} of it: the shared pace at {shared.where} does not answer"
+    processes = f"{shared.members} process{'es' if shared.members != 1 else ''}"
+    return f"shared by {processes}, {shared.share:.0%} here"
 
 
 def _pace_parts(limiter: LimiterStats) -> list[str]:

@@ -31,6 +31,9 @@ from llmgather.engine import Engine, EngineStats, ResultCache, StopReason
 from llmgather.errors import InputError, OutputError, RunStopped
 from llmgather.io.reader import InputChanged
 from llmgather.io.resume import ResumeState
+from llmgather.limits.shared import SharedLimiter, SharedLink
+from llmgather.limits.shared_redis import RedisStore
+from llmgather.limits.shared_state import QuotaId, Unreachable
 from llmgather.pricing import batch_prices, cost_function
 from llmgather.types import Request, Result
 
@@ -68,8 +71,12 @@ class Run:
         cache: ResultCache | None = None,
         budget: Budget | None = None,
         backends: Mapping[str, Backend] | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_warning = on_warning
+        self._links: dict[int, SharedLink] = {}
+        """The run's link to each shared store (`--shared`), by the store's place in `config.shared`."""
         self._cache = cache
         self.budget = budget if budget is not None else _budget(config)
         self._backends = dict(backends or {})
@@ -82,6 +89,7 @@ class Run:
 
     async def __aenter__(self) -> Run:
         try:
+            await self._link_shared()
             self.fallbacks = [self._engine(c) for c in self.config.fallbacks]
             if self.config.batch is None:
                 self.engines = [self._engine(c, self.fallbacks) for c in self.config.models]
@@ -100,6 +108,8 @@ class Run:
     async def aclose(self) -> None:
         everyone, self.engines, self.fallbacks = self.everyone, [], []
         await asyncio.gather(*(e.aclose() for e in everyone), return_exceptions=True)
+        links, self._links = list(self._links.values()), {}
+        await asyncio.gather(*(link.aclose() for link in links), return_exceptions=True)
         if self.journal is not None:
             self.journal.close()
 
@@ -117,6 +127,7 @@ class Run:
             backend,
             model=config.model,
             limits=config.limits,
+            limiter=self._shared_limiter(config, backend.endpoint),
             retry=config.retry,
             timeout_s=config.timeout_s,
             cost=cost_function(config.price()),
@@ -148,6 +159,29 @@ class Run:
             cache=self._cache,
             budget=self.budget,
             api_base=config.api_base,
+        )
+
+    async def _link_shared(self) -> None:
+        for index, where in enumerate(self.config.shared):
+            store = RedisStore.connect(where) if isinstance(where, str) else where
+            link = self._links[index] = SharedLink(store, on_warning=self._on_warning)
+            try:
+                await link.start(optional=self.config.shared_optional)
+            except Unreachable as exc:
+                raise _unreachable(exc) from None
+
+    def _shared_limiter(self, config: ModelConfig, endpoint: str) -> SharedLimiter | None:
+        """The model's limiter when its pace is shared with other processes; None for one of its own."""
+        if config.shared is None:
+            return None
+        limits = config.limits
+        return SharedLimiter(
+            self._links[self.config.shared.index(config.shared)],
+            QuotaId(endpoint, config.model),
+            limits.rpm,
+            limits.tpm,
+            input_tpm=limits.input_tpm,
+            output_tpm=limits.output_tpm,
         )
 
     @property
@@ -296,6 +330,29 @@ def refuse_live_batches(config: RunConfig) -> None:
             f" `llmgather batches {path.name.removesuffix(SUFFIX)} --cancel` and start over with --overwrite",
             source=str(path),
         )
+
+
+async def reach_shared(config: RunConfig) -> None:
+    """Refuse, before the output is touched, a run whose shared store does not answer (unless
+    `--shared-optional`: then the run paces alone until it does, and says so)."""
+    if config.shared_optional:
+        return
+    for where in config.shared:
+        store = RedisStore.connect(where) if isinstance(where, str) else where
+        try:
+            await store.ping()
+        except Unreachable as exc:
+            raise _unreachable(exc) from None
+        finally:
+            if isinstance(where, str):
+                await store.aclose()
+
+
+def _unreachable(exc: Unreachable) -> InputError:
+    return InputError(
+        f"the shared pace does not answer ({exc}): start it, or give --shared-optional (shared_optional=True)"
+        " to pace alone until it does"
+    )
 
 
 def _budget(config: RunConfig) -> Budget | None:

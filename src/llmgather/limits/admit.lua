@@ -20,14 +20,17 @@ local initial_window, member_ttl, state_ttl = tonumber(ARGV[21]), tonumber(ARGV[
 local blind_poll = tonumber(ARGV[24])
 
 local fields = {'tat1', 'tat2', 'tat3', 'tat4', 'ceiling1', 'ceiling2', 'ceiling3', 'ceiling4',
-                'pace1', 'pace2', 'pace3', 'pace4', 'cool_until', 'blind_left', 'granted'}
+                'pace1', 'pace2', 'pace3', 'pace4', 'cool_until', 'blind_left', 'granted',
+                'blind_from', 'blind_used1', 'blind_used2', 'blind_used3', 'blind_used4'}
 local stored = redis.call('HMGET', quota, unpack(fields))
-local tat, known, paces = {}, {}, {}
+local tat, known, paces, blind_used = {}, {}, {}, {}
 for k = 1, 4 do
   tat[k] = tonumber(stored[k]) or 0
   known[k] = tonumber(stored[4 + k]) or 0
   paces[k] = tonumber(stored[8 + k]) or 0
+  blind_used[k] = tonumber(stored[16 + k]) or 0
 end
+local blind_from = tonumber(stored[16]) or 0
 local cool_until = tonumber(stored[13]) or 0
 local blind_left = tonumber(stored[14]) or initial_window
 local granted = tonumber(stored[15]) or 0
@@ -57,9 +60,14 @@ if blind then
   else
     blind_left = blind_left - 1
     admitted = true
+    if blind_from == 0 then blind_from = now end
+    for k = 1, 4 do blind_used[k] = blind_used[k] + amounts[k] end
   end
 else
   for k = 1, 4 do
+    if rates[k] > 0 and blind_used[k] > 0 then  -- what went blind still counts at the provider
+      tat[k] = math.max(tat[k], blind_from + blind_used[k] / rates[k])
+    end
     if rates[k] > 0 and amounts[k] > 0 then at = math.max(at, tat[k]) end
   end
   if at - now <= max_wait_s then
@@ -80,6 +88,8 @@ redis.call('HSET', quota,
   'ceiling3', tostring(known[3]), 'ceiling4', tostring(known[4]),
   'pace1', tostring(paces[1]), 'pace2', tostring(paces[2]), 'pace3', tostring(paces[3]), 'pace4', tostring(paces[4]),
   'cool_until', tostring(cool_until), 'blind_left', tostring(blind_left), 'granted', tostring(granted),
+  'blind_from', tostring(blind_from), 'blind_used1', tostring(blind_used[1]), 'blind_used2', tostring(blind_used[2]),
+  'blind_used3', tostring(blind_used[3]), 'blind_used4', tostring(blind_used[4]),
   'endpoint', ARGV[25], 'model', ARGV[26], 'seen', tostring(now))
 redis.call('EXPIRE', quota, state_ttl)
 redis.call('EXPIRE', members, state_ttl)

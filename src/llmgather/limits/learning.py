@@ -98,6 +98,13 @@ class Learner:
             self._first_answered.set()
         return heard
 
+    def heard_elsewhere(self, kind: Kind, limit: float) -> None:
+        """Another process sharing the limit learned it (or was told it): as good as a first answer."""
+        self.rates[kind].learn(limit)
+        if self.awaiting_first_answer:
+            self.awaiting_first_answer = False
+            self._first_answered.set()
+
     def refused(
         self, retry_after: float | None, headers: Mapping[str, str] | None = None, *, shared: bool = False
     ) -> bool:

@@ -122,13 +122,15 @@ class Pace:
             return
         self.allowance = seen.remaining - self.in_flight
 
-    def retune(self, ramp: float, seed: Callable[[Kind, SlidingWindow], None]) -> None:
+    def retune(self, ramp: float, seed: Callable[[Kind, SlidingWindow], None], share: float = 1.0) -> None:
         """Follow the rate: a bucket and window are made when a rate is first known, retuned as it moves. While a
         fresh run ramps up the bucket fills at `ramp`, a share of the rate (it opens holding a tenth of a second of
-        that), and the window keeps the whole second's limit: the bucket is the one that holds back then."""
+        that), and the window keeps the whole second's limit: the bucket is the one that holds back then.
+        `share`: the part of the rate that is this process's, when others spend the same limit (see `shared`)."""
         per_minute = self.rate.rate
         if per_minute is None:
             return
+        per_minute *= share
         rate = per_minute / 60.0 * HEADROOM * ramp
         capacity = max(1.0, per_minute / 60.0 * HEADROOM * BURST_S)
         if self.bucket is None:

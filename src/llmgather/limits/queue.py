@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from llmgather.limits.headers import Kind
 from llmgather.limits.learning import Learner
 from llmgather.limits.pace import ARRIVAL_SLACK_S, BURST_S, HEADROOM, Booking, Cost, Pace
+from llmgather.limits.shared_state import SharedStats
 from llmgather.limits.window import SlidingWindow
 
 __all__ = [
@@ -54,6 +55,8 @@ class Ticket:
 
     cost: Cost
     bookings: list[Booking] = field(default_factory=list)
+    shared: bool = False
+    """Granted by a shared store (see `shared`), not by this process's own budgets."""
 
 
 @dataclass(slots=True, eq=False)
@@ -109,6 +112,8 @@ class LimiterStats:
     output_tpm_limit: float | None = None
     input_tpm_pace: float | None = None
     output_tpm_pace: float | None = None
+    shared: SharedStats | None = None
+    """The pace this process shares with others through a store (`--shared`), if it does."""
 
 
 class Limiter:
@@ -133,6 +138,7 @@ class Limiter:
         self._active: tuple[Pace, ...] = ()
         """The budgets with a rate (the others count nothing)."""
         self._tokens_paced = False
+        self._share = 1.0
         self._ramp_from: float | None = None if ramp else -math.inf
         """When the first request went: the ramp's start."""
         self._ramp_next = math.inf
@@ -345,6 +351,12 @@ class Limiter:
             output_tpm_pace=rates[Kind.OUTPUT].rate,
         )
 
+    def set_share(self, share: float) -> None:
+        """Pace at this share of every rate: others spend the same limit (see `shared`)."""
+        if share != self._share:
+            self._share = share
+            self._apply_rates()
+
     def _apply_rates(self) -> None:
         ramp = RAMP_START  # until the first request goes
         if self._ramp_from is not None:
@@ -352,7 +364,7 @@ class Limiter:
             ramp = min(1.0, RAMP_START + (1.0 - RAMP_START) * (now - self._ramp_from) / RAMP_S)
             self._ramp_next = now + RAMP_STEP_S if ramp < 1.0 else math.inf
         for pace in self._paces:
-            pace.retune(ramp, self._seed)
+            pace.retune(ramp, self._seed, self._share)
         self._active = tuple(pace for pace in self._paces if pace.rate.rate is not None)
         self._tokens_paced = any(pace.kind is not Kind.REQUESTS for pace in self._active)
 

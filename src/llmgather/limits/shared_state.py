@@ -118,6 +118,10 @@ class Quota:
     paces: list[float] = field(default_factory=lambda: [0.0] * KINDS)
     cool_until: float = 0.0
     blind_left: int = INITIAL_WINDOW
+    blind_from: float = 0.0
+    """When the first request went with no limit known."""
+    blind_used: list[float] = field(default_factory=lambda: [0.0] * KINDS)
+    """What the requests sent with no limit known took of each budget: the schedule counts them once it starts."""
     granted: int = 0
     members: dict[str, float] = field(default_factory=dict)
     last_seen: float = 0.0
@@ -172,8 +176,14 @@ class SharedState:
             if quota.blind_left <= 0:
                 return False, now + BLIND_POLL_S
             quota.blind_left -= 1
+            if quota.blind_from == 0.0:
+                quota.blind_from = now
+            for k in range(KINDS):
+                quota.blind_used[k] += ask.amounts[k]
             return True, at
         for k in range(KINDS):
+            if ask.rates[k] > 0 and quota.blind_used[k] > 0:  # what went blind still counts at the provider
+                quota.tat[k] = max(quota.tat[k], quota.blind_from + quota.blind_used[k] / ask.rates[k])
             if ask.rates[k] > 0 and ask.amounts[k] > 0:
                 at = max(at, quota.tat[k])
         if at - now > ask.max_wait_s:
@@ -189,3 +199,19 @@ class SharedState:
 
 def _four(values: list[float]) -> Four:
     return (values[0], values[1], values[2], values[3])
+
+
+@dataclass(frozen=True, slots=True)
+class SharedStats:
+    """What the live view and the summary say of a shared pace."""
+
+    where: str
+    together: bool
+    """Paced with the others now; False while the store is unreachable and this process paces alone."""
+    members: int
+    share: float
+    """This process's part of what the group was granted lately (its pace alone while the store is away)."""
+    rpm: float | None
+    """The group's request pace, per minute, as last asked for."""
+    tpm: float | None
+    outages: int = 0

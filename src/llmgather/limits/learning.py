@@ -55,6 +55,8 @@ class Learner:
         self.tokens = self.rates[Kind.TOKENS]
         self.resume_at = 0.0
         """Nothing goes before this (a Retry-After)."""
+        self.paced_with_others = False
+        """Paced by a shared schedule (`shared`): a known limit is kept by the group, not stepped down from."""
         self.cool_downs = 0
         self._last_decrease = -math.inf
         self._last_429 = -math.inf
@@ -124,6 +126,10 @@ class Learner:
         if retry_after is not None:
             self.cool_down(min(retry_after, LONE_HOLD_S) if lone else retry_after)
         if lone or now - self._last_decrease < DECREASE_EVERY_S:
+            return False
+        if self.paced_with_others and any(rate.ceiling is not None for rate in self.rates):
+            # A shared schedule (see `shared`) keeps the group under the known limit: its 429s are arrival jitter
+            # or a store lost and found, not a pace too high, and one process slowing down slows all of them.
             return False
         self._last_decrease = now
         self.requests.decrease(self._sent_per_minute(now), self._answers.accepted())

@@ -351,6 +351,17 @@ class Limiter:
             output_tpm_pace=rates[Kind.OUTPUT].rate,
         )
 
+    def start_alone(self, at: float) -> None:
+        """Admit nothing before `at` (on this limiter's clock), and then from empty buckets: until now others paced
+        this limiter's requests (see `shared`), and what they booked for it runs until then."""
+        self._learner.resume_at = max(self._learner.resume_at, at)
+        ahead_s = max(0.0, at - self._clock())
+        for pace in self._active:
+            pace.taken = True  # or the first request would go at once, and a window's worth with it
+            bucket = pace.bucket
+            if bucket is not None:  # empty at `at`: what it would save up by then is already spent
+                bucket.charge(max(0.0, bucket.level()) + bucket.rate_per_s * ahead_s)
+
     def set_share(self, share: float) -> None:
         """Pace at this share of every rate: others spend the same limit (see `shared`)."""
         if share != self._share:

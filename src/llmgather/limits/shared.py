@@ -33,8 +33,9 @@ from llmgather.limits.shared_state import Ask, Grant, QuotaId, SharedStats, Shar
 HORIZON_S = 2.0
 """How far ahead a request may be granted its slot. Beyond it, it asks again when its turn is near: a slot
 booked long before may no longer fit a pace that a 429 has since slowed."""
-PROBE_S = 1.0
-"""How often a store that stopped answering is asked again."""
+PROBE_S = 0.25
+"""How often a store that stopped answering is asked again: on the wall clock's quarter seconds, so that the
+processes of a host find it back together, not one by one (each would have the whole pace to itself meanwhile)."""
 SHARE_WINDOW_S = 10.0
 """A process's share of the pace is what it was granted of the group's grants over this long."""
 
@@ -57,6 +58,9 @@ class SharedLink:
         self._sleep = sleep
         self._probe: asyncio.Task[None] | None = None
         self._telling: set[asyncio.Task[None]] = set()
+        self.back = asyncio.Event()
+        """Set while the store answers (`together`): what waits alone goes back to the shared schedule."""
+        self.back.set()
 
     async def start(self, *, optional: bool) -> None:
         """Check that the store answers. If not: `Unreachable`, or, when `optional`, pace alone until it does."""
@@ -85,6 +89,7 @@ class SharedLink:
         if not self.together:
             return
         self.together = False
+        self.back.clear()
         self.outages += 1
         self._warn(
             f"the shared pace at {self.store.where} stopped answering ({exc}): each process paces alone at its last"
@@ -94,10 +99,11 @@ class SharedLink:
 
     async def _wait_for_store(self) -> None:
         while not self.together:
-            await self._sleep(PROBE_S)
+            await self._sleep(PROBE_S - time.time() % PROBE_S)
             with contextlib.suppress(Unreachable):
                 await self.store.ping()
                 self.together = True
+                self.back.set()
                 self._warn(f"the shared pace at {self.store.where} answers again: pacing together")
 
     async def aclose(self) -> None:
@@ -129,6 +135,7 @@ class SharedLimiter(Limiter):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         super().__init__(rpm, tpm, input_tpm=input_tpm, output_tpm=output_tpm, clock=clock, sleep=sleep)
+        self._learner.paced_with_others = True
         self._link = link
         self._quota = quota
         self._corrections = [0, 0, 0, 0]
@@ -140,6 +147,8 @@ class SharedLimiter(Limiter):
         """(when, granted here, granted to all) over the last `SHARE_WINDOW_S`: this process's share."""
         self._asking = 0
         self._alone = False
+        self._booked_until = -math.inf
+        """When the last slot the store granted this process comes: pacing alone starts after it."""
 
     @property
     def awaiting_first_answer(self) -> bool:
@@ -152,12 +161,32 @@ class SharedLimiter(Limiter):
     async def admit(
         self, cost: Cost, reestimate: Callable[[], Cost] | None = None, deadline: float = math.inf
     ) -> Ticket:
-        while self._link.together:
-            self._alone = False
-            with contextlib.suppress(Unreachable):
-                return await self._granted(cost, reestimate, deadline)
-        self._pace_alone()
-        return await super().admit(cost, reestimate, deadline)
+        while True:
+            while self._link.together:
+                self._alone = False
+                with contextlib.suppress(Unreachable):
+                    return await self._granted(cost, reestimate, deadline)
+            self._pace_alone()
+            ticket = await self._admitted_alone(cost, reestimate, deadline)
+            if ticket is not None:
+                return ticket
+
+    async def _admitted_alone(
+        self, cost: Cost, reestimate: Callable[[], Cost] | None, deadline: float
+    ) -> Ticket | None:
+        """A ticket from this process's own budgets; None if the store answers again first: then those waiting
+        here go back to the shared schedule, or they would go at their own pace on top of it."""
+        alone = asyncio.ensure_future(super().admit(cost, reestimate, deadline))
+        back = asyncio.ensure_future(self._link.back.wait())
+        try:
+            await asyncio.wait((alone, back), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            back.cancel()
+            if not alone.done():
+                alone.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await alone
+        return alone.result() if not alone.cancelled() else None
 
     async def _granted(self, cost: Cost, reestimate: Callable[[], Cost] | None, deadline: float) -> Ticket:
         self._asking += 1
@@ -171,6 +200,7 @@ class SharedLimiter(Limiter):
                 self._heard(grant)
                 if grant.admitted:
                     slot = self._clock() + grant.wait_s
+                    self._booked_until = max(self._booked_until, slot)
                     if grant.wait_s > 0:
                         await self._sleep(grant.wait_s)
                     if self._clock() - slot > ARRIVAL_SLACK_S and any(rates):
@@ -232,10 +262,16 @@ class SharedLimiter(Limiter):
             return min(1.0, (samples[-1][1] - samples[0][1]) / (samples[-1][2] - samples[0][2]))
         return 1.0 / max(1, self._grant.members)
 
+    def _share_alone(self) -> float:
+        """What to pace at alone: its share, but no more than an equal part, since each process counts its share
+        over its own stretch of time, and shares a little over a quarter each would add up to more than the whole."""
+        return min(self.share(), 1.0 / max(1, self._grant.members))
+
     def _pace_alone(self) -> None:
         if not self._alone:
             self._alone = True
-            self.set_share(self.share())
+            self.set_share(self._share_alone())
+            self.start_alone(self._booked_until)
 
     def settle(self, ticket: Ticket, counted: Cost | None, *, rate_limited: bool = False) -> None:
         """A shared ticket's estimate is corrected in the group's schedule at the next ask."""

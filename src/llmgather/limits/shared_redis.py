@@ -8,6 +8,7 @@ and a retry would only hold every waiting request up for longer.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -141,6 +142,10 @@ class RedisStore:
         try:
             return await awaitable
         except (RedisError, OSError) as exc:
+            # The other pooled connections went with the server: dropped now, rather than each failing once after
+            # it is back (every failure would read as the store lost again).
+            with contextlib.suppress(RedisError, OSError):
+                await self._client.connection_pool.disconnect()
             raise Unreachable(f"{self.where}: {exc or type(exc).__name__}") from exc
 
 

@@ -175,6 +175,11 @@ class ResponseCache:
         if due or (len(self._pending) >= self._flush_every and not self._held_up):
             self._flush(self._db)
 
+    @property
+    def where(self) -> str:
+        """The file, for messages (a `RedisCache` gives its URL)."""
+        return str(self.path)
+
     def stats(self) -> CacheStats:
         db = self._usable()
         try:
@@ -184,7 +189,7 @@ class ResponseCache:
         except sqlite3.Error as exc:
             raise _unusable(self.path, exc, self._close_timeout_s) from exc
         size = sum(p.stat().st_size for p in _files(self.path) if p.exists())
-        return CacheStats(str(self.path), sum(n for _, n in rows), size, dict(rows))
+        return CacheStats(self.where, sum(n for _, n in rows), size, dict(rows))
 
     def clear(self, model: str | None = None) -> int:
         db = self._usable()

@@ -26,7 +26,8 @@ def main() -> None:
 
         with provider("--rpm", "3000", "--latency", "0.05") as where:
             told = {"rpm": 3000} if where.fake else {}  # the fake's limit; OpenAI's is learned from its headers
-            dataset = ray.data.read_parquet(str(questions))
+            # One file is one block, and a block goes to one worker whole: split it so that all four get rows.
+            dataset = ray.data.read_parquet(str(questions)).repartition(8)
             answered = llmgather.ray.complete(
                 dataset,
                 model=where.models[0],

@@ -52,17 +52,17 @@ def complete(
     consumed (written, iterated, materialized).
 
     `workers` actors send the requests, each with `concurrency` requests in flight and `num_cpus` of a CPU
-    reserved (they mostly wait on the network), `rows_per_batch` rows handed to a worker at a time. The other
-    keywords are `llmgather.run`'s (`rpm`, `tpm`, `max_retries`, `cache`, `shared`, ...), checked here, at once.
+    reserved (they mostly wait on the network), `rows_per_batch` rows handed to a worker at a time. A block of
+    the dataset goes to one worker whole: split a dataset of few blocks (one Parquet file is one) with
+    `dataset.repartition(n)` so that every worker gets rows. The other keywords are `llmgather.run`'s (`rpm`,
+    `tpm`, `max_retries`, `cache`, `shared`, ...), checked here, at once.
     """
     import ray
 
     _check(model, workers, rows_per_batch, num_cpus, options)
     if options.get("shared") is None:
         options = {**options, "shared": RayStore.start()}
-    # A file read whole is one block, which would go to one worker: blocks of a batch's size spread it.
-    spread = dataset.repartition(target_num_rows_per_block=rows_per_batch)
-    return spread.map_batches(
+    return dataset.map_batches(
         _Worker,
         fn_constructor_kwargs={"model": model, "prompt_column": prompt_column, "options": options},
         batch_format="pyarrow",
@@ -93,8 +93,9 @@ def _check(
 
 
 class _PaceKeeper:
-    """The actor behind `RayStore`: a `SharedState` on one clock. Its calls run one at a time, so each
-    admission is atomic, as a Lua script is in Redis."""
+    """The actor behind `RayStore`: a `SharedState`. Its calls run one at a time, so each admission is atomic,
+    as a Lua script is in Redis. Asks come with the time they were made, on the asker's clock: the workers of
+    a host share one clock, and hosts keep theirs within milliseconds of each other (NTP)."""
 
     def __init__(self) -> None:
         self._state = SharedState()
@@ -124,8 +125,14 @@ class RayStore:
         return cls(actor)
 
     async def admit(self, quota: QuotaId, ask: Ask) -> Grant:
-        grant = await self._call(self.actor.admit.remote(quota.key, ask))
+        """The slot is counted from when the worker asked (on its clock: one clock per host) and its wait from
+        when the answer came, so that neither the queue at the actor nor a busy loop moves it later. An answer
+        that came after its slot has a negative wait: the limiter takes it as a late wake-up and asks again."""
+        asked = time.time()
+        grant = await self._call(self.actor.admit.remote(quota.key, ask, asked))
         assert isinstance(grant, Grant)
+        if grant.admitted:
+            grant.wait_s -= time.time() - asked
         return grant
 
     async def ping(self) -> None:

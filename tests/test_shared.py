@@ -115,7 +115,7 @@ def test_redis_lost_mid_run_loses_nothing_and_pacing_comes_back(
     assert _refused_share(stats) <= 0.03, stats
     for _, stderr in done:
         assert stderr.count("stopped answering") == 1, stderr[-3000:]
-        assert stderr.count("answers again") == 1, stderr[-3000:]
+        assert stderr.count("answers again: pacing together") == 1, stderr[-3000:]
         assert "Traceback" not in stderr
 
 

@@ -6,6 +6,7 @@ Ray starts once for the module (it takes seconds). `pytest -m ray` runs these al
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import runpy
@@ -151,6 +152,25 @@ def test_a_run_that_stops_leaves_every_row_in_place(fake_server: Callable[..., F
     assert all("AuthenticationError: Incorrect API key" in row["error"]["message"] for row in answered)
 
 
+def test_the_pace_actor_ends_with_the_dataset(server: FakeServer) -> None:
+    from ray._private.state import actors  # no public listing without the dashboard
+
+    def pace_keepers() -> dict[str, str]:
+        return {id: a["State"] for id, a in actors().items() if a["ActorClassName"] == "_PaceKeeper"}
+
+    before = set(pace_keepers())
+    answered = llmgather.ray.complete(ray.data.from_items(prompts(10)), model=MODEL, api_base=server.url, api_key="k")
+    assert len(answered.take_all()) == 10
+    (started,) = set(pace_keepers()) - before
+    assert pace_keepers()[started] == "ALIVE"
+    del answered
+    gc.collect()
+    give_up = time.monotonic() + 30
+    while pace_keepers()[started] != "DEAD" and time.monotonic() < give_up:
+        time.sleep(0.2)
+    assert pace_keepers()[started] == "DEAD"
+
+
 @pytest.mark.parametrize(
     ("keywords", "message"),
     [
@@ -158,6 +178,7 @@ def test_a_run_that_stops_leaves_every_row_in_place(fake_server: Callable[..., F
         ({"workers": 0}, "workers= takes a whole number of at least 1"),
         ({"rpm": -5}, "rpm"),
         ({"temperature": 0.2}, "unknown keyword temperature="),
+        ({"prompt_column": 3}, "prompt_column= takes a column name"),
     ],
 )
 def test_bad_keywords_are_refused_at_once(keywords: dict[str, Any], message: str) -> None:

@@ -55,11 +55,12 @@ def complete(
     reserved (they mostly wait on the network), `rows_per_batch` rows handed to a worker at a time. A block of
     the dataset goes to one worker whole: split a dataset of few blocks (one Parquet file is one) with
     `dataset.repartition(n)` so that every worker gets rows. The other keywords are `llmgather.run`'s (`rpm`,
-    `tpm`, `max_retries`, `cache`, `shared`, ...), checked here, at once.
+    `tpm`, `max_retries`, `cache`, `shared`, ...), checked here, at once; `max_cost` and `max_requests` hold for
+    each worker. Without `shared=`, the pace is kept by a new Ray actor, which ends with the dataset returned.
     """
     import ray
 
-    _check(model, workers, rows_per_batch, num_cpus, options)
+    _check(model, prompt_column, workers, rows_per_batch, num_cpus, options)
     if options.get("shared") is None:
         options = {**options, "shared": RayStore.start()}
     return dataset.map_batches(
@@ -73,7 +74,12 @@ def complete(
 
 
 def _check(
-    model: str | ModelConfig, workers: int, rows_per_batch: int, num_cpus: float, options: dict[str, Any]
+    model: str | ModelConfig,
+    prompt_column: str,
+    workers: int,
+    rows_per_batch: int,
+    num_cpus: float,
+    options: dict[str, Any],
 ) -> None:
     """Refuse here, with one InputError, what every worker would refuse."""
     if not isinstance(model, str | ModelConfig):
@@ -84,6 +90,8 @@ def _check(
     for name, value in (("workers", workers), ("rows_per_batch", rows_per_batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name}= takes a whole number of at least 1, got {value!r}")
+    if not isinstance(prompt_column, str):
+        raise InputError(f"prompt_column= takes a column name, got {prompt_column!r}")
     if isinstance(num_cpus, bool) or not isinstance(num_cpus, int | float) or num_cpus < 0:
         raise InputError(f"num_cpus= takes a number of at least 0, got {num_cpus!r}")
     run_config(model, **options)  # every other keyword, as llmgather.run checks it

@@ -186,6 +186,17 @@ def test_bad_keywords_are_refused_at_once(keywords: dict[str, Any], message: str
         llmgather.ray.complete(ray.data.from_items([{"prompt": "x"}]), model=MODEL, api_key="k", **keywords)
 
 
+def test_a_redis_that_does_not_answer_is_refused_at_once_unless_optional(
+    server: FakeServer, redis_server: RedisServer
+) -> None:
+    redis_server.stop()
+    dataset = ray.data.from_items(prompts(3))
+    with pytest.raises(InputError, match="the shared pace does not answer"):
+        llmgather.ray.complete(dataset, model=MODEL, api_key="k", shared=redis_server.url)
+    answered = complete(prompts(3), server, workers=1, shared=redis_server.url, shared_optional=True)
+    assert [row["error"] for row in answered] == [None] * 3  # paced alone
+
+
 def test_the_parquet_example_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.syspath_prepend(str(ROOT / "examples"))

@@ -16,6 +16,7 @@ Ray is imported only here, and only when called: `llmgather[ray]` installs it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import time
@@ -25,6 +26,7 @@ from llmgather.client import Client, run_config
 from llmgather.config import ModelConfig
 from llmgather.errors import InputError
 from llmgather.limits.shared_state import Ask, Grant, QuotaId, SharedState, Unreachable
+from llmgather.runner import reach_shared
 from llmgather.types import ErrorInfo, Request, Result
 
 NOT_WITH_RAY = ("output", "resume", "retry_failed", "overwrite", "batch", "by", "batch_size", "detach")
@@ -94,7 +96,12 @@ def _check(
         raise InputError(f"prompt_column= takes a column name, got {prompt_column!r}")
     if isinstance(num_cpus, bool) or not isinstance(num_cpus, int | float) or num_cpus < 0:
         raise InputError(f"num_cpus= takes a number of at least 0, got {num_cpus!r}")
-    run_config(model, **options)  # every other keyword, as llmgather.run checks it
+    config, _ = run_config(model, **options)  # every other keyword, as llmgather.run checks it
+    if config.shared:
+        # As llmgather.run refuses a Redis that does not answer, before anything is sent. In a thread of its
+        # own, since the caller may be in a running event loop (a notebook).
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, reach_shared(config)).result()
 
 
 # -- the pace the workers share, when no Redis is given -------------------------------------------------------

@@ -118,6 +118,14 @@ def test_a_hold_keeps_every_slot_after_it_and_corrections_give_unused_slots_back
     assert state.admit("q", paced("c"), T0 + 0.5).wait_s == pytest.approx(6.0)
 
 
+def test_what_went_blind_counts_once_the_schedule_starts() -> None:
+    state = SharedState()
+    for _ in range(INITIAL_WINDOW):
+        assert state.admit("q", blind("a"), T0).admitted
+    first = state.admit("q", paced("b", rpm=6000), T0 + 0.25)  # 100 requests at 100 a second: a second's worth
+    assert first.wait_s == pytest.approx(0.75)
+
+
 def test_a_quota_nobody_asked_about_for_long_is_forgotten() -> None:
     state = SharedState()
     state.admit("q", paced("a", ceilings=(60.0, 0.0, 0.0, 0.0)), T0)
@@ -134,9 +142,9 @@ class Twins:
         self.redis = RedisStore.connect(url)
         self.python = SharedState()
 
-    async def ask(self, ask: Ask) -> tuple[Grant, Grant]:
-        from_redis = await self.redis.admit(QUOTA, ask)
-        return from_redis, self.python.admit(QUOTA.key, ask, time.time())
+    async def ask(self, quota: QuotaId, ask: Ask) -> tuple[Grant, Grant]:
+        from_redis = await self.redis.admit(quota, ask)
+        return from_redis, self.python.admit(quota.key, ask, time.time())
 
 
 def same(redis: Grant, python: Grant) -> bool:
@@ -153,11 +161,18 @@ def same(redis: Grant, python: Grant) -> bool:
     return True
 
 
-SCENARIO = [
+OPENING = QuotaId("http://127.0.0.1:2/v1", "fake")
+OPENING_STEPS = [
     *[blind(f"m{i % 3}") for i in range(INITIAL_WINDOW)],  # the opening allowance, spent
     blind("m0"),  # refused: ask again soon
-    paced("m1", ceilings=(60.0, 0.0, 0.0, 0.0)),  # someone learned the limit and says so
+    paced("m1", rpm=6000, ceilings=(6000.0, 0.0, 0.0, 0.0)),  # someone learned the limit and says so
     blind("m2"),  # refused at once, and told the limit
+    paced("m2", rpm=6000),
+]
+"""What went blind counts once the schedule starts: 100 requests at 6,000 rpm hold it for a second."""
+STEPS = [
+    paced("m1", ceilings=(60.0, 0.0, 0.0, 0.0)),
+    blind("m2"),
     paced("m2"),
     paced("m0"),
     paced("m1", max_wait_s=1.5),  # its slot (3 s) is too far: refused, nothing booked
@@ -169,13 +184,14 @@ SCENARIO = [
     Ask("m1", amounts=(1, 30, 0, 0), rates=(1.0, 10.0, 0.0, 0.0), max_wait_s=60.0),
     Ask("m2", amounts=(1, 0, 0, 0), rates=(1.0, 10.0, 0.0, 0.0), ceilings=(60.0, 600.0, 0.0, 0.0), max_wait_s=60.0),
 ]
+SCENARIO = [(OPENING, ask) for ask in OPENING_STEPS] + [(QUOTA, ask) for ask in STEPS]
 
 
 def test_redis_grants_what_shared_state_grants(redis_server: RedisServer) -> None:
     async def go() -> list[tuple[int, Ask, Grant, Grant]]:
         twins = Twins(redis_server.url)
         try:
-            return [(step, ask, *await twins.ask(ask)) for step, ask in enumerate(SCENARIO)]
+            return [(step, ask, *await twins.ask(quota, ask)) for step, (quota, ask) in enumerate(SCENARIO)]
         finally:
             await twins.redis.aclose()
 
@@ -183,7 +199,10 @@ def test_redis_grants_what_shared_state_grants(redis_server: RedisServer) -> Non
     differ = [(step, ask, redis, python) for step, ask, redis, python in steps if not same(redis, python)]
     assert not differ, differ[0]
     # and the scenario did what it says: it is not two twins agreeing on nothing
-    grants = [python for _, _, _, python in steps]
-    assert [g.admitted for g in grants[INITIAL_WINDOW:]] == [False, True, False, True, True, False] + [True] * 7
-    assert [round(g.wait_s) for g in grants[INITIAL_WINDOW + 3 :]] == [1, 2, 3, 3, 3, 4, 5, 6, 9, 10]
+    opening, grants = [g for *_, g in steps[: len(OPENING_STEPS)]], [g for *_, g in steps[len(OPENING_STEPS) :]]
+    assert [g.admitted for g in opening] == [True] * INITIAL_WINDOW + [False, True, False, True]
+    waits = [g.wait_s for g in opening[INITIAL_WINDOW:]]
+    assert waits == pytest.approx([BLIND_POLL_S, 1.0, 0.0, 1.0], abs=CLOCK_SLACK_S)  # less the time asking took
+    assert [g.admitted for g in grants] == [True, False, True, True, False] + [True] * 7
+    assert [round(g.wait_s) for g in grants] == [0, 0, 1, 2, 3, 3, 3, 4, 5, 6, 9, 10]
     assert grants[-1].ceilings == (60.0, 600.0, 0.0, 0.0) and grants[-1].members == 3

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from llmgather.errors import InputError
 from llmgather.limits.pace import HEADROOM
 from llmgather.limits.shared_state import (
     BLIND_POLL_S,
@@ -35,6 +36,8 @@ MEMBERS_PREFIX = "llmgather:members:"
 TIMEOUT_S = 1.0
 """A store this slow is as good as gone: the limiter paces alone until it answers again."""
 MAX_CONNECTIONS = 16
+PROBE_KEY = "llmgather:probe"
+PROBE_TTL_MS = 10_000
 """Per process: asks beyond it wait for a connection rather than open more."""
 
 
@@ -72,11 +75,14 @@ class RedisStore:
 
     @classmethod
     def connect(cls, url: str) -> RedisStore:
-        """A store for `url` (redis://, rediss:// or unix://); nothing is sent until it is used."""
+        """A store for `url` (redis://, rediss:// or unix://); nothing is sent until it is used.
+
+        A database that is not a number is refused here (`InputError`): redis-py would quietly use database 0."""
         from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        _check_db(url)
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=MAX_CONNECTIONS,
@@ -117,7 +123,9 @@ class RedisStore:
         )
 
     async def ping(self) -> None:
-        await self._call(self._client.ping())
+        """Whether the store takes an admission: a write, since a read-only replica or a Redis out of memory
+        answers a PING but refuses every ask (a probe that only pinged would find it back every quarter second)."""
+        await self._call(self._client.set(PROBE_KEY, "1", px=PROBE_TTL_MS))
 
     async def quotas(self) -> list[QuotaView]:
         """Every quota kept here, as it stands now."""
@@ -137,16 +145,50 @@ class RedisStore:
         await self._client.aclose()
 
     async def _call(self, awaitable: Any) -> Any:
-        from redis.exceptions import RedisError
+        from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
         try:
             return await awaitable
         except (RedisError, OSError) as exc:
-            # The other pooled connections went with the server: dropped now, rather than each failing once after
-            # it is back (every failure would read as the store lost again).
-            with contextlib.suppress(RedisError, OSError):
-                await self._client.connection_pool.disconnect()
-            raise Unreachable(f"{self.where}: {exc or type(exc).__name__}") from exc
+            if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+                # The idle pooled connections went with the server: dropped now, rather than each failing once
+                # after it is back (every failure would read as the store lost again). Not those in use: dropped
+                # under another ask, redis-py fails with an AttributeError, not a RedisError.
+                with contextlib.suppress(RedisError, OSError):
+                    await self._client.connection_pool.disconnect(inuse_connections=False)
+            raise Unreachable(f"{self.where}: {_why(exc)}") from exc
+
+
+def _check_db(url: str) -> None:
+    parts = urlsplit(url)
+    db = parts.path.strip("/") if parts.scheme in ("redis", "rediss") else ""
+    for query in parts.query.split("&"):
+        if query.startswith("db="):
+            db = query[3:]
+    if db and not db.isdigit():
+        raise InputError(
+            f"--shared (shared=): the database in {redacted(url)} is not a number, as in redis://host:6379/0"
+        )
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong, in a few words a person can act on (redis-py's own can run to a paragraph)."""
+    from redis.exceptions import AuthenticationError, OutOfMemoryError, ReadOnlyError, ResponseError
+
+    said = str(exc).split(" script: ")[0].strip() or type(exc).__name__
+    if isinstance(exc, AuthenticationError):
+        if "HELLO must be called" in said or said.startswith(("NOAUTH", "Authentication required")):
+            return "it asks for a password: give it in the URL, as in redis://:PASSWORD@host:6379/0"
+        return f"it refused the password or user in the URL ({said})"
+    if isinstance(exc, ReadOnlyError):
+        return f"it is a read-only replica: give the primary's URL ({said})"
+    if isinstance(exc, OutOfMemoryError):
+        return f"it is out of memory and refuses writes ({said})"
+    if isinstance(exc, ResponseError):
+        return f"it refused the request ({said})"
+    if "Protocol Error" in said:
+        return f"what answers there does not speak Redis ({said})"
+    return said
 
 
 def _four(values: Any) -> Four:

@@ -216,6 +216,33 @@ def test_a_stopped_redis_makes_misses_and_holds_answers_until_it_returns(redis_s
     assert len(keys_in(redis_server)) >= 59  # all of ask(1..59): the one answer written before is lost with Redis
 
 
+def test_a_redis_that_refuses_writes_warns_once_not_at_every_probe(redis_server: RedisServer) -> None:
+    """Out of memory (or a read-only replica), Redis still answers a PING: only a write tells it is back."""
+    admin = redis.Redis.from_url(redis_server.url)
+    said: list[str] = []
+
+    async def go() -> RedisCache:
+        cache = RedisCache(redis_server.url, on_warning=said.append, flush_every=1)
+        admin.config_set("maxmemory", 1)  # every write is refused (OOM); reads and PING still answer
+        for i in range(300):  # a few probes' worth
+            cache.put("m", "e", ask(i), answer(i))
+            await asyncio.sleep(0.01)
+        assert len(said) == 1 and "maxmemory" in said[0] and "answer 1" not in said[0]
+        admin.config_set("maxmemory", 0)
+        for i in range(300, 600):
+            cache.put("m", "e", ask(i), answer(i))
+            await asyncio.sleep(0.01)
+            if len(said) == 2:
+                break
+        return cache
+
+    cache = asyncio.run(go())
+    cache.close()
+    assert len(said) == 2 and "answers again" in said[1]
+    assert cache.unstored == 0 and cache.stored == len(keys_in(redis_server)) >= 300
+    admin.close()
+
+
 def test_a_hung_redis_never_holds_up_the_event_loop(redis_server: RedisServer) -> None:
     import signal
 

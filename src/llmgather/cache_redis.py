@@ -184,6 +184,7 @@ class RedisCache:
         self._on_worker(loop, write, lambda done: self._written(batch, done))
 
     def _written(self, batch: dict[str, _Value], done: Future[None]) -> None:
+        self._probing = False
         for key in batch:
             if self._writing.get(key) is batch[key]:
                 del self._writing[key]
@@ -197,7 +198,9 @@ class RedisCache:
     # -- outages: one warning each way ------------------------------------------------------------
 
     def _up(self) -> bool:
-        """Whether Redis answers, as far as is known; while it does not, it is asked again now and then."""
+        """Whether Redis answers, as far as is known; while it does not, it is asked again now and then:
+        by writing what is held back, if anything is (a Redis that refuses writes, out of memory or a
+        read-only replica, still answers a PING, and must not be taken back only to fail again)."""
         if self._down_since is None:
             return True
         now = time.monotonic()
@@ -205,6 +208,9 @@ class RedisCache:
         if not self._probing and now >= self._next_probe and redis is not None:
             self._probing = True
             self._next_probe = now + PROBE_S
+            if self._pending:
+                self._flush()
+                return self._down_since is None
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -386,7 +392,11 @@ def _write(redis: Redis, batch: dict[str, _Value], ttl_s: float | None, patience
         for key, value in batch.items():
             pipe.set(key, value, px=expiry)
         try:
-            pipe.execute()
+            # Errors unraised, so that the first is raised alone: redis-py's own message for a pipeline
+            # would quote the command, answer and all, into the warning.
+            failed = [reply for reply in pipe.execute(raise_on_error=False) if isinstance(reply, Exception)]
+            if failed:
+                raise failed[0]
             return
         except Exception:
             if time.monotonic() + PROBE_S / 4 >= give_up:

@@ -37,7 +37,7 @@ PREFIX = "llmgather:cache:"
 TIMEOUT_S = 1.0
 """A Redis this slow is as good as gone for a run: it goes on without the cache until Redis answers."""
 PROBE_S = 1.0
-"""While Redis is gone, how often it is asked again (one PING, from the worker thread)."""
+"""While Redis is gone, how often it is asked again: by writing what is held back, or else a PING."""
 MAX_HELD = 10_000
 """Answers held back while Redis is gone; past it the oldest are dropped (and counted)."""
 MAX_LOOKUPS = 500  # keys per MGET

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import FakeServer, reaped, write_jsonl
+from conftest import FakeServer, read_jsonl, reaped, run_cli, write_jsonl
 from redis_server import RedisServer, free_port
 
 from llmgather.cache import cache_key, open_cache
@@ -352,3 +352,67 @@ def test_redis_killed_mid_run_loses_no_answer_and_warns_once(
     assert kept >= 400 - 40 - 8 - 8
     again, _ = run_worker(redis_server.url, api, source, tmp_path / "again.jsonl")
     assert again["hits"] == kept and again["stored"] == 400 - kept
+
+
+# --- through the CLI and the Python API ---------------------------------------------------------------
+
+
+def test_the_cli_caches_in_redis_and_its_cache_commands_read_it(
+    redis_server: RedisServer, server: FakeServer, tmp_path: Path
+) -> None:
+    source = prompts(tmp_path, range(20))
+    for n in (1, 2):
+        out = tmp_path / f"{n}.jsonl"
+        done = run_cli(
+            "run",
+            str(source),
+            "-o",
+            str(out),
+            "-m",
+            "openai/fake",
+            "--api-base",
+            server.url,
+            "--cache",
+            redis_server.url,
+        )
+        assert done.returncode == 0, done.stderr
+    assert "20 answers from the cache, 0 stored" in done.stderr and server.stats()["requests"] == 20
+    assert all(line["cached"] for line in read_jsonl(out)) and len(read_jsonl(out)) == 20
+    stats = run_cli("cache", "stats", redis_server.url)
+    lines = stats.stdout.splitlines()
+    assert (
+        stats.returncode == 0
+        and lines[0].startswith(f"{redis_server.url}: 20 answers")
+        and lines[1:] == ["  openai/fake: 20"]
+    )
+    cleared = run_cli("cache", "clear", redis_server.url, "-m", "openai/fake")
+    assert cleared.returncode == 0 and f"removed 20 answers from {redis_server.url}" in cleared.stdout
+    assert keys_in(redis_server) == []
+
+
+def test_the_cli_refuses_an_unreachable_redis_cache_before_touching_the_output(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    source = prompts(tmp_path, range(3))
+    out = tmp_path / "out.jsonl"
+    out.write_text("kept\n")
+    url = f"redis://someone:hunter2@127.0.0.1:{free_port()}/0"
+    done = run_cli(
+        "run", str(source), "-o", str(out), "--overwrite", "-m", "openai/fake", "--api-base", server.url, "--cache", url
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "hunter2" not in done.stderr
+    assert "redis://someone:***@127.0.0.1" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert out.read_text() == "kept\n" and server.stats()["requests"] == 0
+    stats = run_cli("cache", "stats", url)
+    assert stats.returncode == 2 and "redis://someone:***@" in stats.stderr and "hunter2" not in stats.stderr
+
+
+def test_the_python_api_takes_a_redis_url_or_a_cache_object(redis_server: RedisServer, server: FakeServer) -> None:
+    import llmgather
+
+    asked = [f"api {i}" for i in range(10)]
+    first = llmgather.run(asked, model="openai/fake", api_base=server.url, api_key="k", cache=redis_server.url)
+    with RedisCache(redis_server.url) as cache:
+        again = llmgather.run(asked, model="openai/fake", api_base=server.url, api_key="k", cache=cache)
+    assert not any(r.cached for r in first) and all(r.cached for r in again) and cache.hits == 10
+    assert [r.content for r in again] == [r.content for r in first] and server.stats()["requests"] == 10

@@ -27,14 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmgather.config import is_redis_url
 from llmgather.errors import InputError
 from llmgather.types import Request, Result, Usage
 
 if TYPE_CHECKING:
     from llmgather.cache_redis import RedisCache
-
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-"""A cache given as a URL with one of these is kept in Redis; anything else is an SQLite file."""
 
 KEY_VERSION = "v2"
 """Leads every key: a change of key scheme changes it, so an old key can never serve a new request."""
@@ -75,10 +73,6 @@ class CacheStats:
     by_model: dict[str, int]
 
 
-def is_redis(where: str | os.PathLike[str]) -> bool:
-    return isinstance(where, str) and where.startswith(REDIS_SCHEMES)
-
-
 def open_cache(
     where: str | os.PathLike[str],
     *,
@@ -87,7 +81,7 @@ def open_cache(
     ttl_s: float | None = None,
 ) -> ResponseCache | RedisCache:
     """The cache at `where`: a Redis URL or an SQLite file. One that cannot serve is refused now (`InputError`)."""
-    if is_redis(where):
+    if is_redis_url(where):
         from llmgather.cache_redis import RedisCache
 
         return RedisCache(str(where), deterministic_only=deterministic_only, on_warning=on_warning, ttl_s=ttl_s)

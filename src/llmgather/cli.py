@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from llmgather.cache import ResponseCache
+    from llmgather.cache_redis import RedisCache
     from llmgather.config import ModelConfig, RunConfig
     from llmgather.io import OutputFile, ResumeState
     from llmgather.io.rows import Template
@@ -124,8 +125,9 @@ def main() -> None:
 @click.option(
     "--cache",
     "cache_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite response cache: an answer found there for the same request costs no request. Runs may share it.",
+    metavar="PATH|redis://HOST:PORT/DB",
+    help="Response cache: an answer found there for the same request costs no request. An SQLite file that runs"
+    " on this machine may share, or a Redis that runs on several hosts share.",
 )
 @click.option(
     "--cache-deterministic-only",
@@ -227,7 +229,7 @@ class RunOptions:
     overwrite: bool
     resume: bool
     retry_failed: bool
-    cache_path: Path | None
+    cache_path: str | None
     cache_deterministic_only: bool
     grace: float
     max_cost: float | None
@@ -354,7 +356,7 @@ async def _drive(
     config: RunConfig,
     source: Iterable[Request],
     output: OutputFile,
-    cache: ResponseCache | None,
+    cache: ResponseCache | RedisCache | None,
     totals: dict[str, int],
     quiet: bool,
 ) -> Outcome:
@@ -480,7 +482,7 @@ def _resume_line(resume: ResumeState) -> str:
     return f"llmgather: resuming: {resume.succeeded} already answered{kept}{retried}{torn}"
 
 
-def _finish(options: RunOptions, config: RunConfig, outcome: Outcome, cache: ResponseCache | None) -> int:
+def _finish(options: RunOptions, config: RunConfig, outcome: Outcome, cache: ResponseCache | RedisCache | None) -> int:
     if not options.quiet:
         from llmgather.report import summary_lines  # 10 ms of imports a quiet run has no use for
 
@@ -518,7 +520,7 @@ def _finish(options: RunOptions, config: RunConfig, outcome: Outcome, cache: Res
     return EXIT_FAILURES if outcome.failed else EXIT_OK
 
 
-def _cache_line(cache: ResponseCache) -> str:
+def _cache_line(cache: ResponseCache | RedisCache) -> str:
     line = f"cache        {cache.hits} answers from the cache, {cache.stored} stored"
     if cache.skipped:
         line += f", {cache.skipped} not cached (above temperature 0, and --cache-deterministic-only)"
@@ -550,17 +552,17 @@ def fake_server_command(args: tuple[str, ...]) -> None:
 
 @main.group("cache")
 def cache_group() -> None:
-    """Look into or empty a response cache (the file given to `run --cache`)."""
+    """Look into or empty a response cache (the file or Redis URL given to `run --cache`)."""
 
 
 @cache_group.command("stats")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def cache_stats(path: Path) -> None:
-    """How many answers the cache at PATH holds, per model, and its size."""
-    from llmgather.cache import ResponseCache, describe
+@click.argument("where", metavar="PATH|redis://HOST:PORT/DB")
+def cache_stats(where: str) -> None:
+    """How many answers the cache holds, per model, and their size."""
+    from llmgather.cache import describe
 
     def stats() -> int:
-        with ResponseCache(path) as cache:
+        with _existing_cache(where) as cache:
             for line in describe(cache.stats()):
                 click.echo(line)
         return EXIT_OK
@@ -569,19 +571,29 @@ def cache_stats(path: Path) -> None:
 
 
 @cache_group.command("clear")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("where", metavar="PATH|redis://HOST:PORT/DB")
 @click.option("-m", "--model", help="Remove only this model's answers.")
-def cache_clear(path: Path, model: str | None) -> None:
-    """Remove the answers the cache at PATH holds (all, or one model's)."""
-    from llmgather.cache import ResponseCache
+def cache_clear(where: str, model: str | None) -> None:
+    """Remove the answers the cache holds (all, or one model's)."""
 
     def clear() -> int:
-        with ResponseCache(path) as cache:
+        with _existing_cache(where) as cache:
             removed = cache.clear(model)
-        click.echo(f"removed {removed} answers from {path}")
+        click.echo(f"removed {removed} answers from {cache.where}")
         return EXIT_OK
 
     _exit_at_once(_at_the_boundary(clear))
+
+
+def _existing_cache(where: str) -> ResponseCache | RedisCache:
+    """The cache at `where`, which must exist: looking into a cache never makes one."""
+    from llmgather.cache import open_cache
+    from llmgather.config import is_redis_url
+    from llmgather.errors import InputError
+
+    if not is_redis_url(where) and not Path(where).is_file():
+        raise InputError("no such cache file", source=where)
+    return open_cache(where)
 
 
 @main.command("batches")

@@ -16,6 +16,7 @@ from llmgather import eventloop
 from llmgather.backends import Backend
 from llmgather.budget import Budget
 from llmgather.cache import ResponseCache
+from llmgather.cache_redis import RedisCache
 from llmgather.config import MODEL_KEYWORDS, RUN_KEYWORDS, ModelConfig, RunConfig
 from llmgather.engine import Engine, EngineStats
 from llmgather.errors import InputError, RequestError
@@ -25,7 +26,7 @@ from llmgather.runner import Run, opened_cache, reach_shared, refuse_changed_inp
 from llmgather.types import Message, Request, Result
 
 Prompt = str | dict[str, Any] | Request
-CacheOption = str | os.PathLike[str] | ResponseCache | None
+CacheOption = str | os.PathLike[str] | ResponseCache | RedisCache | None
 
 
 def run_config(
@@ -33,7 +34,7 @@ def run_config(
     fallbacks: Sequence[str | ModelConfig] = (),
     cache: CacheOption = None,
     **keywords: Any,
-) -> tuple[RunConfig, ResponseCache | None]:
+) -> tuple[RunConfig, ResponseCache | RedisCache | None]:
     """The run that `model=`, `fallbacks=` and the other keywords describe, checked as flags are, and the
     cache object the caller shares, if `cache=` is one rather than a path. A model given as a `ModelConfig`
     keeps its own endpoint, key and limits; a name takes the keywords'."""
@@ -42,7 +43,7 @@ def run_config(
         known = ", ".join(sorted({*MODEL_KEYWORDS, *RUN_KEYWORDS, "cache", "fallbacks", "backend"}))
         raise InputError(f"unknown keyword {unknown[0]}= (known: {known})")
     settings = {k: keywords.pop(k) for k in list(keywords) if k in MODEL_KEYWORDS}
-    shared = cache if isinstance(cache, ResponseCache) else None
+    shared = cache if isinstance(cache, ResponseCache | RedisCache) else None
 
     def config(m: str | ModelConfig) -> ModelConfig:
         return m if isinstance(m, ModelConfig) else ModelConfig.build(m, **settings)
@@ -56,7 +57,7 @@ def run_config(
     run = RunConfig.build(
         [config(m) for m in models],
         fallbacks=[config(m) for m in fallbacks],
-        cache=None if isinstance(cache, ResponseCache) else cache,
+        cache=None if isinstance(cache, ResponseCache | RedisCache) else cache,
         **keywords,
     )
     return run, shared
@@ -189,7 +190,7 @@ async def gather(
                     resume=config.resume,
                     retry_failed=config.retry_failed,
                     overwrite=config.overwrite,
-                    guard={"cache": cache.path if cache is not None else None},
+                    guard={"cache": cache.path if isinstance(cache, ResponseCache) else None},
                     check=lambda earlier: refuse_changed_input(requests, config, earlier),
                 )
             )

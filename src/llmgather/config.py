@@ -145,7 +145,12 @@ def _optional(name: str, value: Any, **bounds: Any) -> Any:
     return None if value is None else _number(name, value, **bounds)
 
 
-SHARED_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def is_redis_url(where: object) -> bool:
+    """Whether `where` (a `--cache` or `--shared` value) names a Redis rather than a file."""
+    return isinstance(where, str) and where.startswith(REDIS_SCHEMES)
 
 
 def check_shared(shared: Any) -> str | SharedStore | None:
@@ -158,7 +163,7 @@ def check_shared(shared: Any) -> str | SharedStore | None:
             parts.port  # noqa: B018 (a port that is not a number raises here)
         except ValueError:
             parts = parts._replace(scheme="")
-        if parts.scheme in SHARED_SCHEMES and (parts.hostname or parts.path):
+        if is_redis_url(shared) and parts.scheme and (parts.hostname or parts.path):
             return shared
     raise InputError(
         f"--shared (shared=) takes a Redis URL such as redis://localhost:6379/0, got {json.dumps(shared, default=repr)}"
@@ -483,6 +488,13 @@ def _batch_options(batch: Any, by: float | str | None, size: int | None, detach:
     return None
 
 
+def _cache_place(cache: str | os.PathLike[str] | None) -> Path | str | None:
+    """A Redis URL stays as given (a Path would fold its `//`); anything else is an SQLite file."""
+    if isinstance(cache, str) and is_redis_url(cache):
+        return cache
+    return Path(cache) if cache is not None else None
+
+
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -519,7 +531,8 @@ class RunConfig:
     resume: bool = False
     retry_failed: bool = False
     overwrite: bool = False
-    cache: Path | None = None
+    cache: Path | str | None = None
+    """An SQLite file, or a Redis URL (a str, as given)."""
     cache_deterministic_only: bool = False
     max_cost: float | None = None
     max_requests: int | None = None
@@ -576,7 +589,7 @@ class RunConfig:
             resume=resume,
             retry_failed=retry_failed,
             overwrite=overwrite,
-            cache=Path(cache) if cache is not None else None,
+            cache=_cache_place(cache),
             cache_deterministic_only=cache_deterministic_only,
             max_cost=_optional("max_cost", max_cost),
             max_requests=_optional("max_requests", max_requests, low=1, low_open=False, whole=True),

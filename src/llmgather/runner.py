@@ -25,7 +25,8 @@ from llmgather.batch.apis import make_batch_api
 from llmgather.batch.journal import SUFFIX, Journal, journal_path
 from llmgather.batch.lane import BatchLane
 from llmgather.budget import Budget
-from llmgather.cache import ResponseCache
+from llmgather.cache import ResponseCache, open_cache
+from llmgather.cache_redis import RedisCache
 from llmgather.config import ModelConfig, RunConfig
 from llmgather.engine import Engine, EngineStats, ResultCache, StopReason
 from llmgather.errors import InputError, OutputError, RunStopped
@@ -363,15 +364,17 @@ def _budget(config: RunConfig) -> Budget | None:
 
 @contextlib.contextmanager
 def opened_cache(
-    config: RunConfig, shared: ResponseCache | None = None, on_warning: Callable[[str], None] | None = None
-) -> Iterator[ResponseCache | None]:
+    config: RunConfig,
+    shared: ResponseCache | RedisCache | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> Iterator[ResponseCache | RedisCache | None]:
     """The run's cache: `shared` if the caller gives one (left open), else `config.cache` opened here and
     closed after (its last answers are written then). Open it before the output: a cache refused at the
-    start (not SQLite, a missing folder) must leave the output untouched."""
+    start (not SQLite, a missing folder, a Redis that does not answer) must leave the output untouched."""
     if shared is not None or config.cache is None:
         yield shared
         return
-    cache = ResponseCache(config.cache, deterministic_only=config.cache_deterministic_only, on_warning=on_warning)
+    cache = open_cache(config.cache, deterministic_only=config.cache_deterministic_only, on_warning=on_warning)
     try:
         yield cache
     finally:

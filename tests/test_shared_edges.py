@@ -70,6 +70,16 @@ def test_a_redis_asking_for_a_password_says_so_in_one_line(
     assert PASSWORD not in status.stdout + status.stderr
 
 
+def test_a_password_given_in_the_query_is_never_printed_either(
+    tmp_path: Path, server: FakeServer, redis_server: RedisServer
+) -> None:
+    _with_password(redis_server)
+    wrong = f"redis://127.0.0.1:{redis_server.port}/0?password=wrong-{PASSWORD}"
+    _refused_in_one_line(*_run(tmp_path, server, wrong)[:2], "refused the password", "password=***")
+    status = run_cli("shared", "status", wrong)
+    _refused_in_one_line(status.returncode, status.stderr, "password=***")
+
+
 def test_a_port_where_something_else_listens_is_not_redis(tmp_path: Path, server: FakeServer) -> None:
     http = server.url.removesuffix("/v1").replace("http://", "redis://") + "/0"
     _refused_in_one_line(*_run(tmp_path, server, http)[:2], "does not speak Redis")

@@ -42,12 +42,16 @@ PROBE_TTL_MS = 10_000
 
 
 def redacted(url: str) -> str:
-    """`url` with any password replaced, for messages."""
+    """`url` with any password replaced, for messages: in the user part, or a `password=` in the query (redis-py
+    takes both). Works on the text, so that a URL too broken to parse (a port out of range) is redacted too."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    user, at, host = parts.netloc.rpartition("@")
+    if at and ":" in user:
+        parts = parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}")
+    if "password=" in parts.query:
+        query = ["password=***" if pair.startswith("password=") else pair for pair in parts.query.split("&")]
+        parts = parts._replace(query="&".join(query))
+    return urlunsplit(parts)
 
 
 @dataclass(frozen=True, slots=True)

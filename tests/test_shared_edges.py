@@ -70,6 +70,30 @@ def test_a_redis_asking_for_a_password_says_so_in_one_line(
     assert PASSWORD not in status.stdout + status.stderr
 
 
+def test_shared_optional_does_not_run_past_a_missing_password(
+    tmp_path: Path, server: FakeServer, redis_server: RedisServer
+) -> None:
+    # Waiting would never mend it: pacing alone "until Redis answers" would pace alone for the whole run.
+    _with_password(redis_server)
+    none = f"redis://127.0.0.1:{redis_server.port}/0"
+    code, stderr, _ = _run(tmp_path, server, none, "--shared-optional")
+    _refused_in_one_line(code, stderr, "asks for a password")
+    assert server.stats()["requests"] == 0
+
+
+@pytest.mark.xfail(strict=True, reason="needs runner.reach_shared: Misconfigured refused first")
+def test_a_missing_password_is_refused_before_the_output_without_advice_to_start_redis(
+    tmp_path: Path, server: FakeServer, redis_server: RedisServer
+) -> None:
+    _with_password(redis_server)
+    none = f"redis://127.0.0.1:{redis_server.port}/0"
+    for flags in ((), ("--shared-optional",)):
+        code, stderr, out = _run(tmp_path, server, none, *flags)
+        _refused_in_one_line(code, stderr, "asks for a password")
+        assert "does not answer" not in stderr and "--shared-optional" not in stderr, stderr
+        assert not out.exists()
+
+
 def test_a_password_given_in_the_query_is_never_printed_either(
     tmp_path: Path, server: FakeServer, redis_server: RedisServer
 ) -> None:

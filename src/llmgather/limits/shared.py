@@ -28,7 +28,7 @@ from dataclasses import replace
 from llmgather.limits.headers import Kind
 from llmgather.limits.pace import ARRIVAL_SLACK_S, HEADROOM, Cost
 from llmgather.limits.queue import DeadlinePassed, Limiter, LimiterStats, Ticket
-from llmgather.limits.shared_state import Ask, Grant, QuotaId, SharedStats, SharedStore, Unreachable
+from llmgather.limits.shared_state import Ask, Grant, Misconfigured, QuotaId, SharedStats, SharedStore, Unreachable
 
 HORIZON_S = 2.0
 """How far ahead a request may be granted its slot. Beyond it, it asks again when its turn is near: a slot
@@ -63,9 +63,12 @@ class SharedLink:
         self.back.set()
 
     async def start(self, *, optional: bool) -> None:
-        """Check that the store answers. If not: `Unreachable`, or, when `optional`, pace alone until it does."""
+        """Check that the store answers. If not: `Unreachable`, or, when `optional`, pace alone until it does
+        (but never past a store that refuses this process as it asks: `Misconfigured` is raised all the same)."""
         try:
             await self.store.ping()
+        except Misconfigured:
+            raise
         except Unreachable as exc:
             if not optional:
                 raise

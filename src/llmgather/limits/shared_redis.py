@@ -24,6 +24,7 @@ from llmgather.limits.shared_state import (
     Ask,
     Four,
     Grant,
+    Misconfigured,
     QuotaId,
     Unreachable,
 )
@@ -149,7 +150,7 @@ class RedisStore:
         await self._client.aclose()
 
     async def _call(self, awaitable: Any) -> Any:
-        from redis.exceptions import ConnectionError, RedisError, TimeoutError
+        from redis.exceptions import AuthenticationError, ConnectionError, RedisError, TimeoutError
 
         try:
             return await awaitable
@@ -160,7 +161,8 @@ class RedisStore:
                 # under another ask, redis-py fails with an AttributeError, not a RedisError.
                 with contextlib.suppress(RedisError, OSError):
                     await self._client.connection_pool.disconnect(inuse_connections=False)
-            raise Unreachable(f"{self.where}: {_why(exc)}") from exc
+            kind = Misconfigured if isinstance(exc, AuthenticationError) else Unreachable
+            raise kind(f"{self.where}: {_why(exc)}") from exc
 
 
 def _check_db(url: str) -> None:

@@ -42,6 +42,12 @@ class Unreachable(ConnectionError):
     """The store did not answer (down, unreachable, too slow): the limiter paces alone until it does."""
 
 
+class Misconfigured(Unreachable):
+    """The store answers, but refuses this process as the URL gives it (no password, a wrong one): a mistake that
+    waiting will not mend, so a run refuses it at the start even with `--shared-optional`. Mid-run it is an outage
+    like any other (a password changed under a running job)."""
+
+
 @dataclass(frozen=True, slots=True)
 class QuotaId:
     """One provider endpoint and model: the quota its processes share."""

@@ -107,6 +107,17 @@ def test_a_password_given_in_the_query_is_never_printed_either(
 def test_a_port_where_something_else_listens_is_not_redis(tmp_path: Path, server: FakeServer) -> None:
     http = server.url.removesuffix("/v1").replace("http://", "redis://") + "/0"
     _refused_in_one_line(*_run(tmp_path, server, http)[:2], "does not speak Redis")
+    # Nor is it an outage to wait out alone: no Redis will ever answer there.
+    _refused_in_one_line(*_run(tmp_path, server, http, "--shared-optional")[:2], "does not speak Redis")
+
+
+def test_a_database_out_of_range_is_refused_even_with_shared_optional(
+    tmp_path: Path, server: FakeServer, redis_server: RedisServer
+) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/99"
+    for flags in ((), ("--shared-optional",)):
+        _refused_in_one_line(*_run(tmp_path, server, url, *flags)[:2], "no such database")
+    assert server.stats()["requests"] == 0
 
 
 def test_a_read_only_replica_is_refused_at_the_start(

@@ -150,7 +150,7 @@ class RedisStore:
         await self._client.aclose()
 
     async def _call(self, awaitable: Any) -> Any:
-        from redis.exceptions import AuthenticationError, ConnectionError, RedisError, TimeoutError
+        from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
         try:
             return await awaitable
@@ -161,7 +161,7 @@ class RedisStore:
                 # under another ask, redis-py fails with an AttributeError, not a RedisError.
                 with contextlib.suppress(RedisError, OSError):
                     await self._client.connection_pool.disconnect(inuse_connections=False)
-            kind = Misconfigured if isinstance(exc, AuthenticationError) else Unreachable
+            kind = Misconfigured if _misconfigured(exc) else Unreachable
             raise kind(f"{self.where}: {_why(exc)}") from exc
 
 
@@ -177,9 +177,26 @@ def _check_db(url: str) -> None:
         )
 
 
+def _misconfigured(exc: BaseException) -> bool:
+    """A mistake in the URL or the server's setup, that waiting will not mend (a read-only replica or a full
+    memory may: a failover, a key expiring)."""
+    from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError
+
+    if isinstance(exc, (AuthenticationError, AuthorizationError, NoPermissionError)):
+        return True
+    said = str(exc)
+    return "Protocol Error" in said or "DB index is out of range" in said
+
+
 def _why(exc: BaseException) -> str:
     """What went wrong, in a few words a person can act on (redis-py's own can run to a paragraph)."""
-    from redis.exceptions import AuthenticationError, OutOfMemoryError, ReadOnlyError, ResponseError
+    from redis.exceptions import (
+        AuthenticationError,
+        NoPermissionError,
+        OutOfMemoryError,
+        ReadOnlyError,
+        ResponseError,
+    )
 
     said = str(exc).split(" script: ")[0].strip() or type(exc).__name__
     if isinstance(exc, AuthenticationError):
@@ -190,6 +207,10 @@ def _why(exc: BaseException) -> str:
         return f"it is a read-only replica: give the primary's URL ({said})"
     if isinstance(exc, OutOfMemoryError):
         return f"it is out of memory and refuses writes ({said})"
+    if isinstance(exc, NoPermissionError):
+        return f"its user in the URL may not run the admission script ({said})"
+    if "DB index is out of range" in said:
+        return f"it has no such database ({said})"
     if isinstance(exc, ResponseError):
         return f"it refused the request ({said})"
     if "Protocol Error" in said:

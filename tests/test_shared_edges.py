@@ -191,3 +191,30 @@ def test_ctrl_c_mid_run_never_prints_the_password_in_the_resume_command(
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "--resume" in stderr and PASSWORD not in stderr, stderr
+
+
+def test_a_redis_that_answers_a_probe_but_refuses_every_ask_is_lost_once_not_four_times_a_second(
+    tmp_path: Path, server: FakeServer, redis_server: RedisServer
+) -> None:
+    # A key of the wrong type where the quota's members go (another tool, another version): every admission is
+    # an error reply, while the probe that looks for the store again succeeds.
+    from llmgather.limits.shared_redis import MEMBERS_PREFIX
+    from llmgather.limits.shared_state import QuotaId
+
+    admin = redis.Redis(port=redis_server.port)
+    in_the_way = MEMBERS_PREFIX + QuotaId(server.url, "openai/fake").key
+    admin.set(in_the_way, "not a sorted set")
+    count = 400
+    out = tmp_path / "out.jsonl"
+    process = start_cli("run", str(_input(tmp_path, count)), "-o", str(out), "-m", "openai/fake",
+                        "--api-base", server.url, "--rpm", "6000", "--shared", redis_server.url)  # fmt: skip
+    with reaped(process):
+        give_up = time.monotonic() + 60
+        while server.stats()["answered"] < 100 and time.monotonic() < give_up and process.poll() is None:
+            time.sleep(0.05)
+        admin.delete(in_the_way)
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    assert len(read_jsonl(out)) == count
+    assert stderr.count("stopped answering") == 1, stderr[-3000:]
+    assert stderr.count("answers again: pacing together") == 1, stderr[-3000:]

@@ -54,6 +54,9 @@ class SharedLink:
         self.member = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.together = True
         self.outages = 0
+        self._found = False
+        """Answering a probe again, but no ask granted since: lost again now, it is the same outage (a store
+        that answers a probe and refuses every ask would otherwise be lost and found four times a second)."""
         self._warn = on_warning or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=2))
         self._sleep = sleep
         self._probe: asyncio.Task[None] | None = None
@@ -61,6 +64,11 @@ class SharedLink:
         self.back = asyncio.Event()
         """Set while the store answers (`together`): what waits alone goes back to the shared schedule."""
         self.back.set()
+
+    @property
+    def answering(self) -> bool:
+        """Together, and the store has granted an ask since it was found again (what the live view says)."""
+        return self.together and not self._found
 
     async def start(self, *, optional: bool) -> None:
         """Check that the store answers. If not: `Unreachable`, or, when `optional`, pace alone until it does
@@ -76,10 +84,14 @@ class SharedLink:
 
     async def admit(self, quota: QuotaId, ask: Ask) -> Grant:
         try:
-            return await self.store.admit(quota, ask)
+            grant = await self.store.admit(quota, ask)
         except Unreachable as exc:
             self.lost(exc)
             raise
+        if self._found:
+            self._found = False
+            self._warn(f"the shared pace at {self.store.where} answers again: pacing together")
+        return grant
 
     def tell(self, quota: QuotaId, ask: Ask) -> None:
         """Send `ask` without waiting for its grant (news for the others: a 429's wait)."""
@@ -93,11 +105,12 @@ class SharedLink:
             return
         self.together = False
         self.back.clear()
-        self.outages += 1
-        self._warn(
-            f"the shared pace at {self.store.where} stopped answering ({exc}): each process paces alone at its last"
-            " share of the limit until it answers again"
-        )
+        if not self._found:
+            self.outages += 1
+            self._warn(
+                f"the shared pace at {self.store.where} stopped answering ({exc}): each process paces alone at its"
+                " last share of the limit until it answers again"
+            )
         self._probe = asyncio.get_running_loop().create_task(self._wait_for_store())
 
     async def _wait_for_store(self) -> None:
@@ -106,8 +119,8 @@ class SharedLink:
             with contextlib.suppress(Unreachable):
                 await self.store.ping()
                 self.together = True
+                self._found = True  # said when an ask is granted: see `admit`
                 self.back.set()
-                self._warn(f"the shared pace at {self.store.where} answers again: pacing together")
 
     async def aclose(self) -> None:
         probe, self._probe = self._probe, None
@@ -315,7 +328,7 @@ class SharedLimiter(Limiter):
         tpm = grant.paces[Kind.TOKENS] * 60.0 / HEADROOM or None
         shared = SharedStats(
             where=self._link.store.where,
-            together=self._link.together,
+            together=self._link.answering,
             members=grant.members,
             share=self.share(),
             rpm=rpm,

@@ -1,7 +1,7 @@
 -- One request's admission to a shared quota: `shared_state.SharedState.admit`, step for step, atomically.
 -- KEYS[1]: the quota's hash; KEYS[2]: its members (a sorted set, by when each last asked).
 -- ARGV: member, amounts[4], rates[4], ceilings[4], corrections[4], hold_s, max_wait_s, blind (0/1),
---       initial window, member ttl, state ttl, blind poll, endpoint, model.
+--       initial window, member ttl, state ttl, blind poll, endpoint, model, tolerance_s.
 -- Returns: admitted (0/1), wait_s, ceilings[4], members, cooling_s, granted, paces[4]; numbers as strings, since
 -- Redis would cut a Lua number to an integer.
 local quota, members = KEYS[1], KEYS[2]
@@ -18,6 +18,7 @@ end
 local hold_s, max_wait_s, blind = tonumber(ARGV[18]), tonumber(ARGV[19]), ARGV[20] == '1'
 local initial_window, member_ttl, state_ttl = tonumber(ARGV[21]), tonumber(ARGV[22]), tonumber(ARGV[23])
 local blind_poll = tonumber(ARGV[24])
+local tolerance_s = tonumber(ARGV[27]) or 0
 
 local fields = {'tat1', 'tat2', 'tat3', 'tat4', 'ceiling1', 'ceiling2', 'ceiling3', 'ceiling4',
                 'pace1', 'pace2', 'pace3', 'pace4', 'cool_until', 'blind_left', 'granted',
@@ -68,14 +69,16 @@ else
     if rates[k] > 0 and blind_used[k] > 0 then  -- what went blind still counts at the provider
       tat[k] = math.max(tat[k], blind_from + blind_used[k] / rates[k])
     end
-    if rates[k] > 0 and amounts[k] > 0 then at = math.max(at, tat[k]) end
+    if rates[k] > 0 and amounts[k] > 0 then
+      at = math.max(at, tat[k] - (k == 1 and tolerance_s or 0))  -- the request budget's tolerance only
+    end
   end
   if at - now <= max_wait_s then
     admitted = true
     for k = 1, 4 do
       if rates[k] > 0 then
         paces[k] = rates[k]
-        if amounts[k] > 0 then tat[k] = at + amounts[k] / rates[k] end
+        if amounts[k] > 0 then tat[k] = math.max(tat[k], at) + amounts[k] / rates[k] end
       end
     end
   end

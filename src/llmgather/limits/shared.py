@@ -162,6 +162,7 @@ class SharedLimiter(Limiter):
         self._samples: deque[tuple[float, int, int]] = deque()
         """(when, granted here, granted to all) over the last `SHARE_WINDOW_S`: this process's share."""
         self._asking = 0
+        self._budgets_paced = 0
         self._alone = False
         self._booked_until = -math.inf
         """When the last slot the store granted this process comes: pacing alone starts after it."""
@@ -248,12 +249,16 @@ class SharedLimiter(Limiter):
             hold_s=hold_s,
             max_wait_s=max_wait_s,
             blind=not any(rates),
+            tolerance_s=ARRIVAL_SLACK_S if self._budgets_paced > 1 else 0.0,
         )
 
     def _rates(self) -> tuple[float, float, float, float]:
-        """Each budget's pace now, per second, under the limit by the arrival slack; 0.0 where none is known."""
-        r = [(rate.rate or 0.0) * HEADROOM / 60.0 for rate in self._learner.rates]
-        return (r[0], r[1], r[2], r[3])
+        """Each budget's pace now, per second, under the limit by the arrival slack; 0.0 where none is known.
+        With tokens paced too, requests go under it by that again: the request budget's tolerance (see `Ask`)."""
+        paces = [(rate.rate or 0.0) * HEADROOM / 60.0 for rate in self._learner.rates]
+        self._budgets_paced = sum(1 for pace in paces if pace > 0)
+        under = HEADROOM if self._budgets_paced > 1 else 1.0
+        return (paces[0] * under, paces[1] * under, paces[2] * under, paces[3] * under)
 
     def _heard(self, grant: Grant) -> None:
         """Learn what the group knows, and count this process's share of what it was granted."""

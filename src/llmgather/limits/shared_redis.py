@@ -115,6 +115,7 @@ class RedisStore:
             BLIND_POLL_S,
             quota.endpoint,
             quota.model,
+            ask.tolerance_s,
         ]
         reply = await self._call(self._script(keys=[PREFIX + key, MEMBERS_PREFIX + key], args=args))
         return Grant(

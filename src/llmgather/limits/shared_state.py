@@ -82,6 +82,10 @@ class Ask:
     """Take a slot only if it comes within this long (the horizon, or the request's deadline)."""
     blind: bool = False
     """This process knows no limit at all: go by the opening allowance until someone learns one."""
+    tolerance_s: float = 0.0
+    """How far ahead of its own schedule the request budget may let a request go. With tokens paced too, a short
+    request would otherwise hold the token budget idle for the rest of its request's turn; the caller keeps this
+    within the headroom its request rate leaves under the limit, so that no second holds more than the limit."""
 
 
 @dataclass(slots=True)
@@ -191,7 +195,7 @@ class SharedState:
             if ask.rates[k] > 0 and quota.blind_used[k] > 0:  # what went blind still counts at the provider
                 quota.tat[k] = max(quota.tat[k], quota.blind_from + quota.blind_used[k] / ask.rates[k])
             if ask.rates[k] > 0 and ask.amounts[k] > 0:
-                at = max(at, quota.tat[k])
+                at = max(at, quota.tat[k] - (ask.tolerance_s if k == 0 else 0.0))
         if at - now > ask.max_wait_s:
             return False, at
         for k in range(KINDS):
@@ -199,7 +203,7 @@ class SharedState:
             if rate > 0:
                 quota.paces[k] = rate
                 if ask.amounts[k] > 0:
-                    quota.tat[k] = at + ask.amounts[k] / rate
+                    quota.tat[k] = max(quota.tat[k], at) + ask.amounts[k] / rate
         return True, at
 
 

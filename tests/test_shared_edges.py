@@ -10,7 +10,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 import redis
 from conftest import FakeServer, read_jsonl, reaped, run_cli, start_cli, write_jsonl
 from redis_server import RedisServer
@@ -81,7 +80,6 @@ def test_shared_optional_does_not_run_past_a_missing_password(
     assert server.stats()["requests"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="needs runner.reach_shared: Misconfigured refused first")
 def test_a_missing_password_is_refused_before_the_output_without_advice_to_start_redis(
     tmp_path: Path, server: FakeServer, redis_server: RedisServer
 ) -> None:
@@ -167,7 +165,6 @@ def test_redis_out_of_memory_mid_run_is_an_outage_not_a_crash(
     assert "out of memory" in stderr, stderr[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="needs config.check_shared to print the URL redacted (shared_redis.redacted)")
 def test_a_malformed_url_never_prints_its_password(tmp_path: Path, server: FakeServer) -> None:
     url = f"redis://:{PASSWORD}@127.0.0.1:99999/0"
     _refused_in_one_line(*_run(tmp_path, server, url)[:2], "--shared")
@@ -175,7 +172,6 @@ def test_a_malformed_url_never_prints_its_password(tmp_path: Path, server: FakeS
     _refused_in_one_line(status.returncode, status.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="needs cli.resume_command to redact the password of every URL argument")
 def test_ctrl_c_mid_run_never_prints_the_password_in_the_resume_command(
     tmp_path: Path, server: FakeServer, redis_server: RedisServer
 ) -> None:

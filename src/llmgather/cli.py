@@ -531,7 +531,9 @@ def _cache_line(cache: ResponseCache | RedisCache) -> str:
 
 def resume_command(argv: list[str]) -> str:
     """The command that finishes this run: the same one, with --resume instead of --overwrite."""
-    args = [arg for arg in argv if arg not in ("--overwrite", "--detach")]
+    from llmgather.limits.shared_redis import redacted
+
+    args = [redacted(arg) if "://" in arg else arg for arg in argv if arg not in ("--overwrite", "--detach")]
     if "--resume" not in args:
         args.append("--resume")
     return shlex.join(["llmgather", *args])

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from llmgather.errors import InputError
 from llmgather.limits import Limits
+from llmgather.limits.shared_redis import redacted
 from llmgather.limits.shared_state import SharedStore
 from llmgather.litellm_files import litellm_file
 from llmgather.pricing import Prices, price_of
@@ -166,7 +167,8 @@ def check_shared(shared: Any) -> str | SharedStore | None:
         if is_redis_url(shared) and parts.scheme and (parts.hostname or parts.path):
             return shared
     raise InputError(
-        f"--shared (shared=) takes a Redis URL such as redis://localhost:6379/0, got {json.dumps(shared, default=repr)}"
+        "--shared (shared=) takes a Redis URL such as redis://localhost:6379/0, got"
+        f" {json.dumps(redacted(shared) if isinstance(shared, str) else shared, default=repr)}"
     )
 
 

@@ -34,7 +34,7 @@ from llmgather.io.reader import InputChanged
 from llmgather.io.resume import ResumeState
 from llmgather.limits.shared import SharedLimiter, SharedLink
 from llmgather.limits.shared_redis import RedisStore
-from llmgather.limits.shared_state import QuotaId, Unreachable
+from llmgather.limits.shared_state import Misconfigured, QuotaId, Unreachable
 from llmgather.pricing import batch_prices, cost_function
 from llmgather.types import Request, Result
 
@@ -335,21 +335,23 @@ def refuse_live_batches(config: RunConfig) -> None:
 
 async def reach_shared(config: RunConfig) -> None:
     """Refuse, before the output is touched, a run whose shared store does not answer (unless
-    `--shared-optional`: then the run paces alone until it does, and says so)."""
-    if config.shared_optional:
-        return
+    `--shared-optional`: then the run paces alone until it does, and says so), or refuses it as its URL gives it
+    (a password, a database: `Misconfigured`, refused even with `--shared-optional`)."""
     for where in config.shared:
         store = RedisStore.connect(where) if isinstance(where, str) else where
         try:
             await store.ping()
         except Unreachable as exc:
-            raise _unreachable(exc) from None
+            if isinstance(exc, Misconfigured) or not config.shared_optional:
+                raise _unreachable(exc) from None
         finally:
             if isinstance(where, str):
                 await store.aclose()
 
 
 def _unreachable(exc: Unreachable) -> InputError:
+    if isinstance(exc, Misconfigured):
+        return InputError(f"the shared pace refuses this run ({exc})")
     return InputError(
         f"the shared pace does not answer ({exc}): start it, or give --shared-optional (shared_optional=True)"
         " to pace alone until it does"

@@ -175,3 +175,18 @@ def test_the_python_api_shares_the_pace(server: FakeServer, redis_server: RedisS
     assert [r.error for r in results] == [None] * 20
     status = run_cli("shared", "status", redis_server.url)
     assert "20 requests granted" in status.stdout, status.stdout
+
+
+def test_a_provider_that_says_no_limit_is_not_waited_on(
+    tmp_path: Path, fake_server: Callable[..., FakeServer], redis_server: RedisServer
+) -> None:
+    """No limit told and none in the headers (a local server): past the opening allowance nothing may wait for a
+    limit nobody will learn, in this run or the next on the same quota."""
+    server = fake_server("--no-limit-headers", "--latency", "0.05")
+    (path,) = _inputs(tmp_path, processes=1, per_process=300)
+    for run in range(2):
+        out = tmp_path / f"out{run}.jsonl"
+        result = run_cli("run", str(path), "-o", str(out), "-m", "openai/fake", "--api-base", server.url,
+                         "--shared", redis_server.url)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert len(read_jsonl(out)) == 300

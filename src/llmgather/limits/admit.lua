@@ -3,8 +3,10 @@
 -- ARGV: member, amounts[4], rates[4], ceilings[4], corrections[4], hold_s, max_wait_s, blind (0/1),
 --       initial window, member ttl, state ttl, blind poll, endpoint, model, tolerance_s.
 -- Returns: admitted (0/1), wait_s, ceilings[4], members, cooling_s, granted, paces[4]; numbers as strings, since
--- Redis would cut a Lua number to an integer.
+-- Redis would cut a Lua number to an integer, written with all 17 digits: `tostring` keeps 14, 100 us of a Unix
+-- time, and would lose every correction smaller than that.
 local quota, members = KEYS[1], KEYS[2]
+local function exact(x) return string.format('%.17g', x) end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
@@ -56,12 +58,15 @@ if blind then
   for k = 1, 4 do if known[k] > 0 then anyone_knows = true end end
   if anyone_knows then
     at = now
-  elseif blind_left <= 0 then
+  elseif blind_left <= 0 and now - blind_from < 1 then
     at = now + blind_poll
   else
+    if blind_left <= 0 or blind_from == 0 then  -- a second after the last allowance, the next
+      blind_left, blind_from = initial_window, now
+      for k = 1, 4 do blind_used[k] = 0 end
+    end
     blind_left = blind_left - 1
     admitted = true
-    if blind_from == 0 then blind_from = now end
     for k = 1, 4 do blind_used[k] = blind_used[k] + amounts[k] end
   end
 else
@@ -86,18 +91,18 @@ end
 if admitted then granted = granted + 1 end
 
 redis.call('HSET', quota,
-  'tat1', tostring(tat[1]), 'tat2', tostring(tat[2]), 'tat3', tostring(tat[3]), 'tat4', tostring(tat[4]),
-  'ceiling1', tostring(known[1]), 'ceiling2', tostring(known[2]),
-  'ceiling3', tostring(known[3]), 'ceiling4', tostring(known[4]),
-  'pace1', tostring(paces[1]), 'pace2', tostring(paces[2]), 'pace3', tostring(paces[3]), 'pace4', tostring(paces[4]),
-  'cool_until', tostring(cool_until), 'blind_left', tostring(blind_left), 'granted', tostring(granted),
-  'blind_from', tostring(blind_from), 'blind_used1', tostring(blind_used[1]), 'blind_used2', tostring(blind_used[2]),
-  'blind_used3', tostring(blind_used[3]), 'blind_used4', tostring(blind_used[4]),
-  'endpoint', ARGV[25], 'model', ARGV[26], 'seen', tostring(now))
+  'tat1', exact(tat[1]), 'tat2', exact(tat[2]), 'tat3', exact(tat[3]), 'tat4', exact(tat[4]),
+  'ceiling1', exact(known[1]), 'ceiling2', exact(known[2]),
+  'ceiling3', exact(known[3]), 'ceiling4', exact(known[4]),
+  'pace1', exact(paces[1]), 'pace2', exact(paces[2]), 'pace3', exact(paces[3]), 'pace4', exact(paces[4]),
+  'cool_until', exact(cool_until), 'blind_left', exact(blind_left), 'granted', exact(granted),
+  'blind_from', exact(blind_from), 'blind_used1', exact(blind_used[1]), 'blind_used2', exact(blind_used[2]),
+  'blind_used3', exact(blind_used[3]), 'blind_used4', exact(blind_used[4]),
+  'endpoint', ARGV[25], 'model', ARGV[26], 'seen', exact(now))
 redis.call('EXPIRE', quota, state_ttl)
 redis.call('EXPIRE', members, state_ttl)
 
-return {admitted and 1 or 0, tostring(math.max(0, at - now)),
-        tostring(known[1]), tostring(known[2]), tostring(known[3]), tostring(known[4]),
-        redis.call('ZCARD', members), tostring(math.max(0, cool_until - now)), granted,
-        tostring(paces[1]), tostring(paces[2]), tostring(paces[3]), tostring(paces[4])}
+return {admitted and 1 or 0, exact(math.max(0, at - now)),
+        exact(known[1]), exact(known[2]), exact(known[3]), exact(known[4]),
+        redis.call('ZCARD', members), exact(math.max(0, cool_until - now)), granted,
+        exact(paces[1]), exact(paces[2]), exact(paces[3]), exact(paces[4])}

@@ -213,15 +213,31 @@ class SharedLimiter(Limiter):
                 if now >= deadline:
                     raise DeadlinePassed
                 rates = self._rates()
-                grant = await self._link.admit(self._quota, self._ask(cost, rates, min(HORIZON_S, deadline - now)))
+                if not any(rates) and not self._learner.awaiting_first_answer:
+                    return Ticket(cost)  # answers came and taught no limit, nor did 429s: nothing to pace
+                ask = self._ask(cost, rates, min(HORIZON_S, deadline - now))
+                try:
+                    grant = await self._link.admit(self._quota, ask)
+                except Unreachable:
+                    self._keep_news(ask)
+                    raise
                 self._heard(grant)
                 if grant.admitted:
                     slot = self._clock() + grant.wait_s
                     self._booked_until = max(self._booked_until, slot)
                     if grant.wait_s > 0:
                         await self._sleep(grant.wait_s)
-                    if self._clock() - slot > ARRIVAL_SLACK_S and any(rates):
-                        continue  # woken too late (a busy machine): sent now, it would crowd the slots after it
+                    if any(rates) and self._learner.resume_at > slot:
+                        # Booked before a 429's wait began, it would meet the same refusal: its slot goes back, and
+                        # it asks again once the wait is over (telling the others of it again, should they not know).
+                        self._give_back(ask.amounts)
+                        self._hold_s = max(self._hold_s, self._learner.resume_at - self._clock())
+                        await self._sleep(self._learner.resume_at - self._clock())
+                        continue
+                    if any(rates) and self._clock() - slot > ARRIVAL_SLACK_S:
+                        # Woken too late (a busy machine), it would crowd the slots after it: its slot goes back.
+                        self._give_back(ask.amounts)
+                        continue
                     self._learner.note_sent(cost)
                     # A blind grant booked nothing in the schedule: there is nothing to correct.
                     return Ticket(cost, shared=any(rates))
@@ -235,6 +251,16 @@ class SharedLimiter(Limiter):
                     cost = reestimate()
         finally:
             self._asking -= 1
+
+    def _give_back(self, amounts: tuple[int, int, int, int]) -> None:
+        for kind, amount in enumerate(amounts):
+            self._corrections[kind] -= amount
+
+    def _keep_news(self, ask: Ask) -> None:
+        """An ask the store never answered: what it carried goes with the next one."""
+        for kind, correction in enumerate(ask.corrections):
+            self._corrections[kind] += correction
+        self._hold_s = max(self._hold_s, ask.hold_s)
 
     def _ask(self, cost: Cost, rates: tuple[float, float, float, float], max_wait_s: float) -> Ask:
         corrections, self._corrections = self._corrections, [0, 0, 0, 0]

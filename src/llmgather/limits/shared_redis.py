@@ -138,8 +138,11 @@ class RedisStore:
         client = self._client
         seconds, micros = await self._call(client.time())
         now = seconds + micros / 1e6
-        views = []
-        async for raw in client.scan_iter(match=PREFIX + "*", count=100):
+        views, cursor, keys = [], None, []
+        while cursor != 0:  # SCAN, a page at a time, each page through `_call`: one line if Redis goes mid-way
+            cursor, page = await self._call(client.scan(cursor or 0, match=PREFIX + "*", count=100))
+            keys.extend(page)
+        for raw in dict.fromkeys(keys):  # SCAN may return a key twice
             key = raw.decode() if isinstance(raw, bytes) else str(raw)
             fields = {k.decode(): v.decode() for k, v in (await self._call(client.hgetall(key))).items()}
             members = await self._call(client.zcount(MEMBERS_PREFIX + key[len(PREFIX) :], now - MEMBER_TTL_S, "+inf"))
@@ -148,7 +151,8 @@ class RedisStore:
         return sorted(views, key=lambda view: (view.endpoint, view.model))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        # Built over a pool of our own, the client would leave the pool's connections open on its own close.
+        await self._client.aclose(close_connection_pool=True)
 
     async def _call(self, awaitable: Any) -> Any:
         from redis.exceptions import ConnectionError, RedisError, TimeoutError

@@ -183,11 +183,12 @@ class SharedState:
         if ask.blind:
             if any(c > 0 for c in quota.ceilings):
                 return False, now  # someone knows the limits: learn them and ask again at once
-            if quota.blind_left <= 0:
+            if quota.blind_left <= 0 and now - quota.blind_from < 1.0:
                 return False, now + BLIND_POLL_S
+            if quota.blind_left <= 0 or quota.blind_from == 0.0:  # a second after the last allowance, the next
+                quota.blind_left, quota.blind_from = INITIAL_WINDOW, now
+                quota.blind_used = [0.0] * KINDS
             quota.blind_left -= 1
-            if quota.blind_from == 0.0:
-                quota.blind_from = now
             for k in range(KINDS):
                 quota.blind_used[k] += ask.amounts[k]
             return True, at

@@ -416,3 +416,10 @@ def test_the_python_api_takes_a_redis_url_or_a_cache_object(redis_server: RedisS
         again = llmgather.run(asked, model="openai/fake", api_base=server.url, api_key="k", cache=cache)
     assert not any(r.cached for r in first) and all(r.cached for r in again) and cache.hits == 10
     assert [r.content for r in again] == [r.content for r in first] and server.stats()["requests"] == 10
+
+
+def test_a_database_that_is_not_a_number_is_refused(tmp_path: Path, redis_server: RedisServer) -> None:
+    """redis-py would read it as database 0, and the answers would land where nobody looks for them."""
+    result = run_cli("cache", "stats", redis_server.url.rsplit("/", 1)[0] + "/answers")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "not a number" in result.stderr

@@ -190,3 +190,17 @@ def test_a_provider_that_says_no_limit_is_not_waited_on(
                          "--shared", redis_server.url)  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
         assert len(read_jsonl(out)) == 300
+
+
+def test_two_accounts_on_one_endpoint_keep_two_quotas(
+    tmp_path: Path, server: FakeServer, redis_server: RedisServer
+) -> None:
+    (path,) = _inputs(tmp_path, processes=1, per_process=2)
+    for number, key in enumerate(("sk-team-a", "sk-team-b")):
+        result = run_cli("run", str(path), "-o", str(tmp_path / f"o{number}.jsonl"), "-m", "openai/fake",
+                         "--api-base", server.url, "--api-key-env", "TEAM_KEY", "--rpm", "600",
+                         "--shared", redis_server.url, env={"TEAM_KEY": key})  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    status = run_cli("shared", "status", redis_server.url)
+    assert status.stdout.startswith("2 shared limits"), status.stdout
+    assert "sk-team" not in status.stdout

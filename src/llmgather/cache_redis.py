@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmgather.cache import CacheStats, answer_from, cache_key, is_deterministic
 from llmgather.errors import InputError
-from llmgather.limits.shared_redis import redacted
+from llmgather.limits.shared_redis import check_db, redacted
 from llmgather.types import Request, Result
 
 if TYPE_CHECKING:
@@ -361,6 +361,7 @@ def _connect(url: str, where: str) -> Redis:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    check_db(url, "--cache (cache=)")
     try:
         client = Redis.from_url(
             url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 0)

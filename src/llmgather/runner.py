@@ -178,7 +178,7 @@ class Run:
         limits = config.limits
         return SharedLimiter(
             self._links[self.config.shared.index(config.shared)],
-            QuotaId(endpoint, config.model),
+            QuotaId(endpoint, config.model, QuotaId.account_of(config.api_key)),
             limits.rpm,
             limits.tpm,
             input_tpm=limits.input_tpm,

@@ -87,7 +87,7 @@ class RedisStore:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        _check_db(url)
+        check_db(url, "--shared (shared=)")
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=MAX_CONNECTIONS,
@@ -170,7 +170,8 @@ class RedisStore:
             raise kind(f"{self.where}: {_why(exc)}") from exc
 
 
-def _check_db(url: str) -> None:
+def check_db(url: str, flag: str) -> None:
+    """redis-py reads a database that is not a number as database 0: refuse it, naming `flag`."""
     parts = urlsplit(url)
     db = parts.path.strip("/") if parts.scheme in ("redis", "rediss") else ""
     for query in parts.query.split("&"):
@@ -178,7 +179,7 @@ def _check_db(url: str) -> None:
             db = query[3:]
     if db and not db.isdigit():
         raise InputError(
-            f"--shared (shared=): the database in {redacted(url)} is not a number, as in redis://host:6379/0"
+            f"{flag}: the database in {redacted(url)} is not a number, as in redis://host:6379/0"
         )
 
 

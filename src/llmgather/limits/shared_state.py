@@ -54,11 +54,17 @@ class QuotaId:
 
     endpoint: str
     model: str
+    account: str = ""
+    """A digest of the API key (never the key): two accounts on one endpoint have two quotas."""
 
     @property
     def key(self) -> str:
         """The same from every process and host."""
-        return hashlib.sha256(f"{self.endpoint}|{self.model}".encode()).hexdigest()[:24]
+        return hashlib.sha256(f"{self.endpoint}|{self.model}|{self.account}".encode()).hexdigest()[:24]
+
+    @staticmethod
+    def account_of(api_key: str | None) -> str:
+        return hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else ""
 
 
 @dataclass(slots=True)

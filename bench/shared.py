@@ -25,10 +25,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alternatives import under_semaphore
 from common import BENCH_ENV, HERE, children_cpu, print_table, ratio, start_server, write_prompts
 from limits import FAKE_COMPLETION_TOKENS, mixed_prompts
 
@@ -133,23 +134,10 @@ def router_worker(url: str, redis_port: int, prompts_path: str, rpm: int, tpm: i
     with open(prompts_path) as lines:
         prompts = [json.loads(line)["prompt"] for line in lines]
 
-    async def main() -> tuple[int, int]:
-        semaphore = asyncio.Semaphore(concurrency)
-        ok = failed = 0
+    def call(prompt: str) -> Awaitable[object]:
+        return router.acompletion(model="fake", messages=[{"role": "user", "content": prompt}])  # type: ignore[no-any-return]
 
-        async def one(prompt: str) -> None:
-            nonlocal ok, failed
-            async with semaphore:
-                try:
-                    response = await router.acompletion(model="fake", messages=[{"role": "user", "content": prompt}])
-                    ok += bool(response.choices[0].message.content)
-                except Exception:
-                    failed += 1
-
-        await asyncio.gather(*(one(p) for p in prompts))
-        return ok, failed
-
-    ok, failed = asyncio.run(main())
+    ok, failed = asyncio.run(under_semaphore(call, prompts, concurrency))
     print(json.dumps({"ok": ok, "failed": failed}))
 
 

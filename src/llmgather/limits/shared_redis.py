@@ -178,9 +178,7 @@ def check_db(url: str, flag: str) -> None:
         if query.startswith("db="):
             db = query[3:]
     if db and not db.isdigit():
-        raise InputError(
-            f"{flag}: the database in {redacted(url)} is not a number, as in redis://host:6379/0"
-        )
+        raise InputError(f"{flag}: the database in {redacted(url)} is not a number, as in redis://host:6379/0")
 
 
 def _misconfigured(exc: BaseException) -> bool:

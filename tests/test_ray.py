@@ -91,7 +91,9 @@ class Probe:
     def of(store: SharedStore, server: FakeServer) -> Grant:
         async def ask() -> Grant:
             try:
-                return await store.admit(QuotaId(server.url, MODEL), Ask("probe", max_wait_s=60))
+                return await store.admit(
+                    QuotaId(server.url, MODEL, QuotaId.account_of("k")), Ask("probe", max_wait_s=60)
+                )
             finally:
                 await store.aclose()
 

@@ -235,8 +235,8 @@ class SharedLimiter(Limiter):
                         await self._sleep(self._learner.resume_at - self._clock())
                         continue
                     if any(rates) and self._clock() - slot > ARRIVAL_SLACK_S:
-                        # Woken too late (a busy machine), it would crowd the slots after it: its slot goes back.
-                        self._give_back(ask.amounts)
+                        # Woken too late (a busy machine), it would crowd the slots after it. Its slot is not given
+                        # back: the slots after it may be late too, and one given back would crowd them the same.
                         continue
                     self._learner.note_sent(cost)
                     # A blind grant booked nothing in the schedule: there is nothing to correct.

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from llmgather.config import ModelConfig, RunConfig
     from llmgather.io import OutputFile, ResumeState
     from llmgather.io.rows import Template
+    from llmgather.limits.shared_redis import QuotaView
     from llmgather.pricing import Prices
     from llmgather.runner import Outcome
     from llmgather.types import Request
@@ -636,13 +637,13 @@ def shared_status(url: str) -> None:
     from llmgather import eventloop
     from llmgather.config import check_shared
     from llmgather.errors import InputError
-    from llmgather.limits.shared_redis import RedisStore, status_lines
+    from llmgather.limits.shared_redis import RedisStore
     from llmgather.limits.shared_state import Unreachable
 
     async def read() -> list[str]:
         store = RedisStore.connect(url)
         try:
-            return status_lines(await store.quotas(), store.where)
+            return _status_lines(await store.quotas(), store.where)
         except Unreachable as exc:
             raise InputError(f"the shared pace does not answer ({exc})") from None
         finally:
@@ -655,6 +656,34 @@ def shared_status(url: str) -> None:
         return EXIT_OK
 
     _exit_at_once(_at_the_boundary(show))
+
+
+def _status_lines(views: list[QuotaView], where: str) -> list[str]:
+    """`llmgather shared status`: one block per quota."""
+    from llmgather.limits.pace import HEADROOM
+
+    if not views:
+        return [f"no shared limits at {where}"]
+    lines = [f"{len(views)} shared limit{'s' if len(views) != 1 else ''} at {where}"]
+    for view in views:
+        lines.append(f"{view.model} at {view.endpoint or '(endpoint unknown)'}")
+        limits = [
+            f"{ceiling:,.0f} {unit}"
+            for ceiling, unit in zip(view.ceilings, ("rpm", "tpm", "input tpm", "output tpm"), strict=True)
+            if ceiling > 0
+        ]
+        paces = [
+            f"{pace * 60 / HEADROOM:,.0f} {unit}"
+            for pace, unit in zip(view.paces, ("rpm", "tpm", "input tpm", "output tpm"), strict=True)
+            if pace > 0
+        ]
+        lines.append(f"  limits     {', '.join(limits) or 'none known yet'}")
+        lines.append(f"  pace       {', '.join(paces) or 'none yet'}")
+        lines.append(f"  processes  {view.members} sharing it now, {view.granted:,} requests granted")
+        booked = f"{view.queued_s:.1f}s booked ahead" if view.queued_s >= 0.05 else "nothing booked ahead"
+        cooling = f", cooling {view.cooling_s:.1f}s after a 429" if view.cooling_s >= 0.05 else ""
+        lines.append(f"  now        {booked}{cooling}")
+    return lines
 
 
 @main.command("compare")

@@ -34,7 +34,7 @@ from llmgather.io.reader import InputChanged
 from llmgather.io.resume import ResumeState
 from llmgather.limits.shared import SharedLimiter, SharedLink
 from llmgather.limits.shared_redis import RedisStore
-from llmgather.limits.shared_state import Misconfigured, QuotaId, Unreachable
+from llmgather.limits.shared_state import Misconfigured, QuotaId, SharedStore, Unreachable
 from llmgather.pricing import batch_prices, cost_function
 from llmgather.types import Request, Result
 
@@ -164,8 +164,7 @@ class Run:
 
     async def _link_shared(self) -> None:
         for index, where in enumerate(self.config.shared):
-            store = RedisStore.connect(where) if isinstance(where, str) else where
-            link = self._links[index] = SharedLink(store, on_warning=self._on_warning)
+            link = self._links[index] = SharedLink(_store(where), on_warning=self._on_warning)
             try:
                 await link.start(optional=self.config.shared_optional)
             except Unreachable as exc:
@@ -338,7 +337,7 @@ async def reach_shared(config: RunConfig) -> None:
     `--shared-optional`: then the run paces alone until it does, and says so), or refuses it as its URL gives it
     (a password, a database: `Misconfigured`, refused even with `--shared-optional`)."""
     for where in config.shared:
-        store = RedisStore.connect(where) if isinstance(where, str) else where
+        store = _store(where)
         try:
             await store.ping()
         except Unreachable as exc:
@@ -347,6 +346,11 @@ async def reach_shared(config: RunConfig) -> None:
         finally:
             if isinstance(where, str):
                 await store.aclose()
+
+
+def _store(where: str | SharedStore) -> SharedStore:
+    """The store a `--shared` URL names (connected when first used), or the one given."""
+    return RedisStore.connect(where) if isinstance(where, str) else where
 
 
 def _unreachable(exc: Unreachable) -> InputError:

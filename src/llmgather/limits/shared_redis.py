@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from llmgather.errors import InputError
-from llmgather.limits.pace import HEADROOM
 from llmgather.limits.shared_state import (
     BLIND_POLL_S,
     INITIAL_WINDOW,
@@ -242,29 +241,3 @@ def _view(fields: dict[str, str], now: float, members: int) -> QuotaView:
         queued_s=max(0.0, tat - now),
         granted=int(number("granted")),
     )
-
-
-def status_lines(views: list[QuotaView], where: str) -> list[str]:
-    """`llmgather shared status`: one block per quota."""
-    if not views:
-        return [f"no shared limits at {where}"]
-    lines = [f"{len(views)} shared limit{'s' if len(views) != 1 else ''} at {where}"]
-    for view in views:
-        lines.append(f"{view.model} at {view.endpoint or '(endpoint unknown)'}")
-        limits = [
-            f"{ceiling:,.0f} {unit}"
-            for ceiling, unit in zip(view.ceilings, ("rpm", "tpm", "input tpm", "output tpm"), strict=True)
-            if ceiling > 0
-        ]
-        paces = [
-            f"{pace * 60 / HEADROOM:,.0f} {unit}"
-            for pace, unit in zip(view.paces, ("rpm", "tpm", "input tpm", "output tpm"), strict=True)
-            if pace > 0
-        ]
-        lines.append(f"  limits     {', '.join(limits) or 'none known yet'}")
-        lines.append(f"  pace       {', '.join(paces) or 'none yet'}")
-        lines.append(f"  processes  {view.members} sharing it now, {view.granted:,} requests granted")
-        booked = f"{view.queued_s:.1f}s booked ahead" if view.queued_s >= 0.05 else "nothing booked ahead"
-        cooling = f", cooling {view.cooling_s:.1f}s after a 429" if view.cooling_s >= 0.05 else ""
-        lines.append(f"  now        {booked}{cooling}")
-    return lines

@@ -167,7 +167,7 @@ class SharedState:
                 quota.tat[k] = max(now, quota.tat[k] + ask.corrections[k] / rate)
         if ask.hold_s > 0:
             quota.cool_until = max(quota.cool_until, now + ask.hold_s)
-            for k in range(KINDS):  # what was scheduled before the 429 goes after the wait
+            for k in range(KINDS):  # grants wait for it anyway; booked, it shows in `shared status`
                 quota.tat[k] = max(quota.tat[k], quota.cool_until)
         admitted, at = self._schedule(quota, ask, now)
         if admitted:
